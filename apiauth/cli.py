@@ -1,0 +1,143 @@
+"""Command-line tools: bootstrap, domains, users and demo data."""
+
+import random
+import secrets
+import sys
+from datetime import timedelta
+
+import click
+from flask import current_app
+from sqlalchemy import insert, select
+
+from .extensions import db
+from .models import Authenticator, Domain, Membership, User, secret_context, utcnow
+
+
+def init_app(app):
+    """Register the command groups with the app."""
+    app.cli.add_command(bootstrap)
+    app.cli.add_command(domains)
+    app.cli.add_command(users)
+    app.cli.add_command(demo)
+
+
+def _domain(name):
+    domain = db.session.scalar(select(Domain).where(Domain.name == name))
+    if domain is None:
+        raise click.ClickException(f"No domain named {name!r}.")
+    return domain
+
+
+@click.command()
+def bootstrap():
+    """Create domain Default and user admin, when there are no users yet."""
+    if db.session.scalar(select(User.id).limit(1)) is not None:
+        return
+    domain = db.session.scalar(select(Domain).where(Domain.name == "Default")) or Domain(name="Default")
+    password = secrets.token_urlsafe(12)
+    admin = User(username="admin")
+    admin.set_password(password)
+    admin.memberships.append(Membership(domain=domain, domain_manager=True))
+    db.session.add(admin)
+    db.session.commit()
+    click.echo(f"Created domain Default and user admin with password: {password}")
+    click.echo("This password is shown once. Sign in and keep it somewhere safe.")
+
+
+@click.group()
+def domains():
+    """Manage domains."""
+
+
+@domains.command("create")
+@click.argument("name")
+def create_domain(name):
+    """Create a domain."""
+    if db.session.scalar(select(Domain).where(Domain.name == name)) is not None:
+        raise click.ClickException(f"Domain {name!r} already exists.")
+    db.session.add(Domain(name=name))
+    db.session.commit()
+    click.echo(f"Created domain {name}.")
+
+
+@click.group()
+def users():
+    """Manage users."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--domain", "domain_names", multiple=True, help="A domain the user belongs to.")
+@click.option("--domain-manager", is_flag=True, help="Grant Domain Management in those domains.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user(username, domain_names, domain_manager, password_stdin):
+    """Create a user, with a generated password unless one comes on stdin."""
+    if db.session.scalar(select(User).where(User.username == username)) is not None:
+        raise click.ClickException(f"User {username!r} already exists.")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(12)
+    if not password:
+        raise click.ClickException("The password is empty.")
+    user = User(username=username)
+    user.set_password(password)
+    for name in domain_names:
+        user.memberships.append(Membership(domain=_domain(name), domain_manager=domain_manager))
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"Created user {username}.")
+    if not password_stdin:
+        click.echo(f"Password (shown once): {password}")
+
+
+@click.group()
+def demo():
+    """Demo data."""
+
+
+SEED_STATUSES = [
+    ("succeeded", ""), ("failed", "invalid_client"), ("failed", "server_error"), ("failed", "timeout"),
+    ("failed", "http_401"), ("not_tested", ""), ("need_login", ""), ("connected", ""),
+]
+
+
+@demo.command("seed")
+@click.option("--count", type=int, default=100, show_default=True)
+@click.option("--domain", "domain_name", default="Default", show_default=True)
+def seed(count, domain_name):
+    """Fill a domain with COUNT authenticators of mixed methods and statuses."""
+    domain = _domain(domain_name)
+    author = db.session.scalar(select(User).join(Membership).where(Membership.domain_id == domain.id).limit(1))
+    rows = [_seed_row(domain.id, author.id if author else None, n) for n in range(count)]
+    for start in range(0, len(rows), 1000):
+        db.session.execute(insert(Authenticator), rows[start:start + 1000])
+    db.session.commit()
+    click.echo(f"Added {count} authenticators to domain {domain_name}.")
+
+
+def _seed_row(domain_id, author_id, number):
+    """Describe one demo authenticator as a row, with a sealed demo secret."""
+    ring = current_app.extensions["apiauth_keyring"]
+    uid = secrets.token_hex(16)
+    method = ("api_key", "basic", "oauth2", "oauth2")[number % 4]
+    grant = ("client_credentials", "authorization_code", "authorization_code_pkce", "password")[number % 3]
+    status, reason = SEED_STATUSES[number % len(SEED_STATUSES)]
+    if method != "oauth2" or grant == "client_credentials":
+        status = "failed" if status in ("need_login", "connected") else status
+    elif status not in ("need_login", "connected"):
+        status, reason = "need_login", ""
+    name = f"Demo {method} {number:05d} {secrets.token_hex(2)}"
+    secret_field = {"api_key": "value", "basic": "password", "oauth2": "client_secret"}[method]
+    now = utcnow()
+    row = {
+        "uid": uid, "domain_id": domain_id, "name": name, "name_key": name.casefold(), "method": method,
+        "description": "Demo data", "key": "X-API-Key" if method == "api_key" else "",
+        "username": "demo" if method == "basic" else "", "grant_type": grant,
+        "access_token_url": "https://auth.example.com/oauth/token" if method == "oauth2" else "",
+        "auth_url": "https://auth.example.com/oauth/authorize" if method == "oauth2" else "",
+        "client_id": f"client-{number}" if method == "oauth2" else "",
+        "status": status, "status_reason": reason if status == "failed" else "",
+        "status_updated_at": now - timedelta(minutes=random.randint(0, 10000)) if status != "not_tested" else None,
+        "modified_at": now - timedelta(minutes=random.randint(0, 100000)), "modified_by_id": author_id,
+        "created_at": now, "extra_params": [], "conditions": [],
+        f"{secret_field}_encrypted": ring.encrypt(f"demo-{secrets.token_hex(8)}", secret_context(uid, secret_field)),
+    }
+    return row

@@ -1,0 +1,209 @@
+"""Domains, users and their memberships, authenticators and audit events."""
+
+import secrets
+from datetime import UTC, datetime
+
+from flask import current_app
+from flask_login import UserMixin
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+
+def utcnow():
+    """Return the current time in UTC, without tzinfo, as every timestamp is stored."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Domain(db.Model):
+    __tablename__ = "domains"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    memberships: Mapped[list["Membership"]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    def set_password(self, password):
+        """Store a salted hash of the password."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password):
+        """Tell whether the password matches the stored hash."""
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    def membership(self, domain_id):
+        """Return the membership in a domain, or None."""
+        return next((m for m in self.memberships if m.domain_id == domain_id), None)
+
+    def manages(self, domain_id):
+        """Tell whether the user holds the Domain Management privilege of a domain."""
+        membership = self.membership(domain_id)
+        return bool(membership and membership.domain_manager)
+
+
+class Membership(db.Model):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "domain_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    domain_manager: Mapped[bool] = mapped_column(default=False)
+    user: Mapped[User] = relationship(back_populates="memberships")
+    domain: Mapped[Domain] = relationship(lazy="joined")
+
+
+METHODS = {"api_key": "API Key", "basic": "Basic Auth", "oauth2": "OAuth 2.0"}
+GRANT_TYPES = {
+    "client_credentials": "Client Credentials",
+    "authorization_code": "Authorization Code",
+    "authorization_code_pkce": "Authorization Code with PKCE",
+    "password": "Password (legacy)",
+}
+AUTHORIZATION_CODE_GRANTS = ("authorization_code", "authorization_code_pkce")
+STATUSES = {
+    "not_tested": "Not tested",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "need_login": "Need to Login",
+    "connected": "Connected",
+}
+SECRET_FIELDS = ("value", "password", "client_secret")
+
+
+def secret_context(uid, field):
+    """Name the row and field a ciphertext belongs to; decryption anywhere else fails."""
+    return f"authenticator:{uid}:{field}"
+
+
+class Authenticator(db.Model):
+    __tablename__ = "authenticators"
+    __table_args__ = (
+        UniqueConstraint("domain_id", "name_key", name="uq_authenticators_domain_name"),
+        Index("ix_authenticators_domain_method", "domain_id", "method"),
+        Index("ix_authenticators_domain_modified_at", "domain_id", "modified_at"),
+        Index("ix_authenticators_domain_status", "domain_id", "status"),
+        Index("ix_authenticators_domain_status_updated_at", "domain_id", "status_updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Random identity that binds each ciphertext to this row: copied elsewhere, it won't open.
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    name_key: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    method: Mapped[str] = mapped_column(String(20))
+
+    key: Mapped[str] = mapped_column(String(200), default="")
+    add_to: Mapped[str] = mapped_column(String(10), default="header")
+    username: Mapped[str] = mapped_column(String(200), default="")
+    grant_type: Mapped[str] = mapped_column(String(40), default="client_credentials")
+    access_token_url: Mapped[str] = mapped_column(String(2000), default="")
+    auth_url: Mapped[str] = mapped_column(String(2000), default="")
+    client_id: Mapped[str] = mapped_column(String(500), default="")
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    client_authentication: Mapped[str] = mapped_column(String(20), default="basic_header")
+    code_challenge_method: Mapped[str] = mapped_column(String(10), default="S256")
+    audience: Mapped[str] = mapped_column(String(500), default="")
+    resource: Mapped[str] = mapped_column(String(2000), default="")
+    # [{"target": "authorization" | "token", "name": ..., "value": ...}]
+    extra_params: Mapped[list] = mapped_column(JSON, default=list)
+    token_prefix: Mapped[str] = mapped_column(String(40), default="Bearer")
+    # [{"source": ..., "name": ..., "operator": ..., "value": ...}]
+    conditions: Mapped[list] = mapped_column(JSON, default=list)
+
+    value_encrypted: Mapped[str | None] = mapped_column(Text)
+    password_encrypted: Mapped[str | None] = mapped_column(Text)
+    client_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+
+    status: Mapped[str] = mapped_column(String(20), default="not_tested")
+    status_reason: Mapped[str] = mapped_column(String(200), default="")
+    status_updated_at: Mapped[datetime | None] = mapped_column()
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    modified_by: Mapped[User | None] = relationship(lazy="raise")
+    version: Mapped[int] = mapped_column(default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+
+    def __init__(self, **fields):
+        # The uid must exist before any secret is sealed to it.
+        fields.setdefault("uid", secrets.token_hex(16))
+        super().__init__(**fields)
+
+    @property
+    def method_label(self):
+        """Human name of the method, with the grant for OAuth."""
+        if self.method == "oauth2":
+            return f"OAuth 2.0 · {GRANT_TYPES.get(self.grant_type, self.grant_type)}"
+        return METHODS.get(self.method, self.method)
+
+    @property
+    def status_label(self):
+        """Human name of the status."""
+        return STATUSES.get(self.status, self.status)
+
+    @property
+    def uses_login(self):
+        """Tell whether a person must log in at the provider for this authenticator."""
+        return self.method == "oauth2" and self.grant_type in AUTHORIZATION_CODE_GRANTS
+
+
+    def has_secret(self, field):
+        """Tell whether a secret field holds a value."""
+        return getattr(self, f"{field}_encrypted") is not None
+
+    def get_secret(self, field):
+        """Decrypt a secret field; '' when it is not set."""
+        sealed = getattr(self, f"{field}_encrypted")
+        if sealed is None:
+            return ""
+        return current_app.extensions["apiauth_keyring"].decrypt(sealed, secret_context(self.uid, field))
+
+    def set_secret(self, field, plaintext):
+        """Encrypt and store a secret field; an empty value clears it."""
+        sealed = None
+        if plaintext:
+            sealed = current_app.extensions["apiauth_keyring"].encrypt(plaintext, secret_context(self.uid, field))
+        setattr(self, f"{field}_encrypted", sealed)
+
+
+class AuditEvent(db.Model):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_domain_created_at", "domain_id", "created_at"),
+        Index("ix_audit_events_authenticator_created_at", "authenticator_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    authenticator_id: Mapped[int | None] = mapped_column(
+        ForeignKey("authenticators.id", ondelete="SET NULL")
+    )
+    authenticator_name: Mapped[str] = mapped_column(String(100), default="")
+    actor: Mapped[str] = mapped_column(String(150))
+    action: Mapped[str] = mapped_column(String(40))
+    # Names of the fields that changed: never their values.
+    changes: Mapped[list] = mapped_column(JSON, default=list)
+    version: Mapped[int | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+def encrypted_columns():
+    """Every column that holds a ciphertext, for key checks and rotation."""
+    return [Authenticator.__table__.c[f"{field}_encrypted"] for field in SECRET_FIELDS]

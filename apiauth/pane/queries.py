@@ -1,0 +1,91 @@
+"""The pane's query: one page of a domain's authenticators, searched and sorted."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from ..extensions import db
+from ..models import Authenticator, User
+
+SORT_COLUMNS = {
+    "name": (Authenticator.name_key,),
+    "method": (Authenticator.method, Authenticator.grant_type),
+    "modified_at": (Authenticator.modified_at,),
+    "modified_by": (User.username,),
+    "status": (Authenticator.status, Authenticator.status_reason),
+    "status_updated_at": (Authenticator.status_updated_at,),
+}
+
+
+@dataclass
+class PaneQuery:
+    q: str = ""
+    sort: str = "name"
+    dir: str = "asc"
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args):
+        """Read the search, sort and page from request arguments, ignoring nonsense."""
+        sort = args.get("sort", "name")
+        direction = args.get("dir", "asc")
+        return cls(
+            q=args.get("q", "").strip()[:100],
+            sort=sort if sort in SORT_COLUMNS else "name",
+            dir=direction if direction in ("asc", "desc") else "asc",
+            page=max(args.get("page", 1, type=int) or 1, 1),
+        )
+
+    def args(self, **changes):
+        """Return URL arguments for this query with some changed, leaving out defaults."""
+        values = {"q": self.q, "sort": self.sort, "dir": self.dir, "page": self.page, **changes}
+        defaults = {"q": "", "sort": "name", "dir": "asc", "page": 1}
+        return {k: v for k, v in values.items() if v != defaults[k]}
+
+
+@dataclass
+class PaneRow:
+    authenticator: Authenticator
+    modified_by: str | None
+
+
+@dataclass
+class PanePage:
+    rows: list
+    total: int
+    page: int
+    pages: int
+    page_size: int
+
+    @property
+    def first(self):
+        return (self.page - 1) * self.page_size + 1 if self.total else 0
+
+    @property
+    def last(self):
+        return min(self.page * self.page_size, self.total)
+
+
+def _escape_like(text):
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def pane_page(domain_id, query, page_size):
+    """Return one page of authenticators in two statements, whatever the domain's size."""
+    where = [Authenticator.domain_id == domain_id]
+    if query.q:
+        where.append(Authenticator.name_key.like(f"%{_escape_like(query.q.casefold())}%", escape="\\"))
+    total = db.session.scalar(select(func.count()).select_from(Authenticator).where(*where))
+    pages = max((total + page_size - 1) // page_size, 1)
+    page = min(query.page, pages)
+    order = [c.desc() if query.dir == "desc" else c.asc() for c in SORT_COLUMNS[query.sort]]
+    statement = (
+        select(Authenticator, User.username)
+        .outerjoin(User, User.id == Authenticator.modified_by_id)
+        .where(*where)
+        .order_by(*order, Authenticator.id)
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    )
+    rows = [PaneRow(a, username) for a, username in db.session.execute(statement)]
+    return PanePage(rows=rows, total=total, page=page, pages=pages, page_size=page_size)

@@ -1,0 +1,167 @@
+"""Changing authenticators: saving, duplicating, deleting, each recorded as an audit event."""
+
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+
+from .extensions import db
+from .models import (
+    SECRET_FIELDS,
+    AuditEvent,
+    Authenticator,
+    utcnow,
+)
+
+CONFIG_FIELDS = (
+    "name", "description", "method", "key", "add_to", "username", "grant_type",
+    "access_token_url", "auth_url", "client_id", "scope", "client_authentication",
+    "code_challenge_method", "audience", "resource", "extra_params", "token_prefix", "conditions",
+)
+# Changing any of these invalidates the last authentication result.
+CREDENTIAL_FIELDS = set(CONFIG_FIELDS) - {"name", "description"} | set(SECRET_FIELDS)
+
+
+class EditConflict(Exception):
+    """The authenticator changed after the editor loaded it."""
+
+    def __init__(self, events):
+        super().__init__("the authenticator changed meanwhile")
+        self.events = events
+
+
+def record_event(authenticator, actor, action, changes=()):
+    """Add an audit event about an authenticator to the session."""
+    db.session.add(
+        AuditEvent(
+            domain_id=authenticator.domain_id,
+            authenticator_id=authenticator.id,
+            authenticator_name=authenticator.name,
+            actor=actor.username,
+            action=action,
+            changes=list(changes),
+            version=authenticator.version,
+        )
+    )
+
+
+def events_since(authenticator, version):
+    """Return the audit events that moved an authenticator past a version, oldest first."""
+    return db.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.authenticator_id == authenticator.id, AuditEvent.version > version)
+        .order_by(AuditEvent.id)
+    ).all()
+
+
+def history(authenticator):
+    """Return the audit events of an authenticator, newest first."""
+    return db.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.authenticator_id == authenticator.id)
+        .order_by(AuditEvent.id.desc())
+    ).all()
+
+
+def _apply(authenticator, values, secrets):
+    """Set configuration values and non-blank secrets; return the names of fields that changed."""
+    changed = []
+    for field in CONFIG_FIELDS:
+        if field in values and getattr(authenticator, field) != values[field]:
+            setattr(authenticator, field, values[field])
+            changed.append(field)
+    for field, plaintext in secrets.items():
+        if plaintext and plaintext != authenticator.get_secret(field):
+            authenticator.set_secret(field, plaintext)
+            changed.append(field)
+    authenticator.name_key = authenticator.name.casefold()
+    return changed
+
+
+def _reset_status(authenticator):
+    """Forget the last result: the credentials it was about are gone."""
+    authenticator.status = "need_login" if authenticator.uses_login else "not_tested"
+    authenticator.status_reason = ""
+    authenticator.status_updated_at = None
+
+
+def create_authenticator(domain, actor, values, secrets):
+    """Create an authenticator in a domain."""
+    authenticator = Authenticator(domain_id=domain.id, name=values["name"], method=values["method"])
+    db.session.add(authenticator)
+    changed = _apply(authenticator, values, secrets)
+    _reset_status(authenticator)
+    _stamp(authenticator, actor)
+    db.session.flush()
+    record_event(authenticator, actor, "created", changed)
+    db.session.commit()
+    return authenticator
+
+
+def update_authenticator(authenticator, actor, values, secrets, loaded_version):
+    """Save an edit made on loaded_version, refusing it if someone saved in between."""
+    if authenticator.version != loaded_version:
+        raise EditConflict(events_since(authenticator, loaded_version))
+    changed = _apply(authenticator, values, secrets)
+    if not changed:
+        return []
+    if CREDENTIAL_FIELDS.intersection(changed):
+        _reset_status(authenticator)
+    _stamp(authenticator, actor)
+    try:
+        db.session.flush()
+    except StaleDataError:
+        db.session.rollback()
+        db.session.refresh(authenticator)
+        raise EditConflict(events_since(authenticator, loaded_version)) from None
+    record_event(authenticator, actor, "updated", changed)
+    db.session.commit()
+    return changed
+
+
+def duplicate_authenticator(source, actor):
+    """Copy an authenticator, secrets included, under a free name."""
+    values = {field: getattr(source, field) for field in CONFIG_FIELDS}
+    values["name"] = _free_copy_name(source)
+    secrets = {field: source.get_secret(field) for field in SECRET_FIELDS}
+    domain_id = source.domain_id
+    copy = Authenticator(domain_id=domain_id, name=values["name"], method=source.method)
+    db.session.add(copy)
+    changed = _apply(copy, values, secrets)
+    _reset_status(copy)
+    _stamp(copy, actor)
+    db.session.flush()
+    record_event(copy, actor, "duplicated", changed)
+    db.session.commit()
+    return copy
+
+
+def delete_authenticator(authenticator, actor):
+    """Delete an authenticator, keeping its audit trail."""
+    record_event(authenticator, actor, "deleted")
+    db.session.delete(authenticator)
+    db.session.commit()
+
+
+def name_taken(domain_id, name, except_id=None):
+    """Tell whether a name is used in a domain, ignoring case."""
+    query = select(Authenticator.id).where(
+        Authenticator.domain_id == domain_id, Authenticator.name_key == name.casefold()
+    )
+    if except_id is not None:
+        query = query.where(Authenticator.id != except_id)
+    return db.session.scalar(query.limit(1)) is not None
+
+
+def _free_copy_name(source):
+    """Return 'NAME (copy)', or 'NAME (copy N)', whichever is free in the domain."""
+    base = f"{source.name[:90]} (copy"
+    candidate, number = f"{base})", 2
+    while name_taken(source.domain_id, candidate):
+        candidate, number = f"{base} {number})", number + 1
+    return candidate
+
+
+def _stamp(authenticator, actor):
+    """Record who changed the configuration, and when."""
+    authenticator.modified_at = utcnow()
+    authenticator.modified_by_id = actor.id
+
