@@ -11,6 +11,7 @@ from wtforms import (
     HiddenField,
     PasswordField,
     RadioField,
+    SelectChoice,
     SelectField,
     StringField,
     TextAreaField,
@@ -37,6 +38,11 @@ CLIENT_AUTHENTICATIONS = {
 PARAM_TARGETS = {"authorization": "Authorization request", "token": "Token request"}
 
 
+def choices(labels):
+    """Turn a {value: label} mapping into select options."""
+    return [SelectChoice(value, label) for value, label in labels.items()]
+
+
 def absolute_http_url(form, field):
     """Require an absolute http(s) URL."""
     if not field.data:
@@ -46,21 +52,26 @@ def absolute_http_url(form, field):
         raise ValidationError("Enter an absolute URL starting with https:// or http://.")
 
 
-def _float(text):
+def text(field):
+    """Return a text field's value stripped, '' when it was not sent."""
+    return (field.data or "").strip()
+
+
+def _float(value):
     try:
-        return float(text)
+        return float(value)
     except (TypeError, ValueError):
         return None
 
 
 class ConditionForm(Form):
-    source = SelectField("Source", choices=list(CONDITION_SOURCES.items()))
+    source = SelectField("Source", choices=choices(CONDITION_SOURCES))
     name = StringField("Header name", validators=[Length(max=200)])
-    operator = SelectField("Operator", choices=list(CONDITION_OPERATORS.items()))
+    operator = SelectField("Operator", choices=choices(CONDITION_OPERATORS))
     value = StringField("Value", validators=[Length(max=2000)])
 
     def validate_name(self, field):
-        if self.source.data == "header" and not field.data.strip():
+        if self.source.data == "header" and not text(field):
             raise ValidationError("Name the header this condition looks at.")
 
     def validate_value(self, field):
@@ -74,7 +85,7 @@ class ConditionForm(Form):
 
 
 class ExtraParamForm(Form):
-    target = SelectField("Sent with", choices=list(PARAM_TARGETS.items()))
+    target = SelectField("Sent with", choices=choices(PARAM_TARGETS))
     name = StringField("Parameter", validators=[InputRequired("Name the parameter."), Length(max=200)])
     value = StringField("Value", validators=[Length(max=2000)])
 
@@ -85,7 +96,7 @@ class AuthenticatorForm(FlaskForm):
     method_name = ""
     secret_fields = ()
 
-    method = SelectField("Method", choices=list(METHODS.items()))
+    method = SelectField("Method", choices=choices(METHODS))
     name = StringField(
         "Name",
         validators=[InputRequired("Give the authenticator a name."), Length(max=100)],
@@ -131,7 +142,7 @@ class AuthenticatorForm(FlaskForm):
 def _condition_values(form):
     return {
         "source": form.source.data,
-        "name": form.name.data.strip() if form.source.data == "header" else "",
+        "name": text(form.name) if form.source.data == "header" else "",
         "operator": form.operator.data,
         "value": form.value.data,
     }
@@ -144,14 +155,14 @@ class ApiKeyForm(AuthenticatorForm):
     key = StringField("Key", validators=[InputRequired("Enter the header or parameter name."), Length(max=200)])
     value = PasswordField("Value", validators=[Length(max=5000)])
     add_to = RadioField(
-        "Add to", choices=[("header", "Header"), ("query", "Query parameter")], default="header"
+        "Add to", choices=choices({"header": "Header", "query": "Query parameter"}), default="header"
     )
 
     def validate_value(self, field):
         self.require_secret(field, "Enter the key's value.")
 
     def method_values(self):
-        return {"key": self.key.data.strip(), "add_to": self.add_to.data}
+        return {"key": text(self.key), "add_to": self.add_to.data}
 
 
 class BasicAuthForm(AuthenticatorForm):
@@ -172,7 +183,7 @@ class OAuth2Form(AuthenticatorForm):
     method_name = "oauth2"
     secret_fields = ("client_secret", "password")
 
-    grant_type = SelectField("Grant type", choices=list(GRANT_TYPES.items()), default="client_credentials")
+    grant_type = SelectField("Grant type", choices=choices(GRANT_TYPES), default="client_credentials")
     access_token_url = StringField(
         "Access Token URL",
         validators=[InputRequired("Enter the Access Token URL."), Length(max=2000), absolute_http_url],
@@ -181,13 +192,13 @@ class OAuth2Form(AuthenticatorForm):
     client_id = StringField("Client ID", validators=[InputRequired("Enter the client ID."), Length(max=500)])
     client_secret = PasswordField("Client secret", validators=[Length(max=5000)])
     client_authentication = SelectField(
-        "Client authentication", choices=list(CLIENT_AUTHENTICATIONS.items()), default="basic_header"
+        "Client authentication", choices=choices(CLIENT_AUTHENTICATIONS), default="basic_header"
     )
     scope = StringField("Scope", validators=[Length(max=1000)])
     username = StringField("User name", validators=[Length(max=200)])
     password = PasswordField("Password", validators=[Length(max=5000)])
     code_challenge_method = SelectField(
-        "Code challenge method", choices=[("S256", "S256 (recommended)"), ("plain", "plain")], default="S256"
+        "Code challenge method", choices=choices({"S256": "S256 (recommended)", "plain": "plain"}), default="S256"
     )
     audience = StringField("Audience", validators=[Length(max=500)])
     resource = StringField("Resource", validators=[Optional(), Length(max=2000), absolute_http_url])
@@ -222,20 +233,20 @@ class OAuth2Form(AuthenticatorForm):
         grant = self.grant_type.data
         return {
             "grant_type": grant,
-            "access_token_url": self.access_token_url.data.strip(),
-            "auth_url": self.auth_url.data.strip() if self.uses_login else "",
-            "client_id": self.client_id.data.strip(),
+            "access_token_url": text(self.access_token_url),
+            "auth_url": text(self.auth_url) if self.uses_login else "",
+            "client_id": text(self.client_id),
             "client_authentication": self.client_authentication.data,
-            "scope": self.scope.data.strip(),
-            "username": self.username.data if grant == "password" else "",
+            "scope": text(self.scope),
+            "username": (self.username.data or "") if grant == "password" else "",
             "code_challenge_method": self.code_challenge_method.data,
-            "audience": self.audience.data.strip(),
-            "resource": self.resource.data.strip(),
+            "audience": text(self.audience),
+            "resource": text(self.resource),
             "extra_params": [
-                {"target": e.form.target.data, "name": e.form.name.data.strip(), "value": e.form.value.data}
+                {"target": e.form.target.data, "name": text(e.form.name), "value": e.form.value.data}
                 for e in self.extra_params
             ],
-            "token_prefix": self.token_prefix.data.strip() or "Bearer",
+            "token_prefix": text(self.token_prefix) or "Bearer",
         }
 
     def secrets(self):
