@@ -139,6 +139,12 @@ class Authenticator(db.Model):
     modified_by: Mapped[User | None] = relationship(lazy="raise")
     version: Mapped[int] = mapped_column(default=1)
 
+    # The last Test's request, filled in next time (not configuration: no version bump).
+    test_method: Mapped[str] = mapped_column(String(10), default="GET", server_default="GET")
+    test_url: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    test_headers: Mapped[str] = mapped_column(Text, default="", server_default="")
+    test_body: Mapped[str] = mapped_column(Text, default="", server_default="")
+
     __mapper_args__ = {"version_id_col": version}
 
     def __init__(self, **fields):
@@ -183,6 +189,25 @@ class Authenticator(db.Model):
         setattr(self, f"{field}_encrypted", sealed)
 
 
+class TokenState(db.Model):
+    """The tokens an OAuth authenticator holds, apart from its configuration and its version."""
+
+    __tablename__ = "token_states"
+
+    authenticator_id: Mapped[int] = mapped_column(
+        ForeignKey("authenticators.id", ondelete="CASCADE"), primary_key=True
+    )
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    token_type: Mapped[str] = mapped_column(String(40), default="Bearer")
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    # Epoch seconds, as the engine counts.
+    expires_at: Mapped[float | None] = mapped_column()
+    obtained_at: Mapped[float | None] = mapped_column()
+    # Bumped by every write of new tokens, so that a stale writer cannot overwrite newer ones.
+    generation: Mapped[int] = mapped_column(default=0)
+
+
 class AuditEvent(db.Model):
     __tablename__ = "audit_events"
     __table_args__ = (
@@ -204,6 +229,11 @@ class AuditEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
+TOKEN_FIELDS = ("access_token", "refresh_token")
+
+
 def encrypted_columns():
     """Every column that holds a ciphertext, for key checks and rotation."""
-    return [Authenticator.__table__.c[f"{field}_encrypted"] for field in SECRET_FIELDS]
+    return [Authenticator.__table__.c[f"{field}_encrypted"] for field in SECRET_FIELDS] + [
+        TokenState.__table__.c[f"{field}_encrypted"] for field in TOKEN_FIELDS
+    ]
