@@ -58,10 +58,11 @@ def _register_error_pages(app):
 def _register_template_helpers(app):
     """Expose the current domain and the formatting helpers to every template."""
     from .access import current_domain, is_htmx
+    from .models import utcnow
 
     @app.context_processor
     def inject_globals():
-        return {"current_domain": current_domain, "is_htmx": is_htmx}
+        return {"current_domain": current_domain, "is_htmx": is_htmx, "now": utcnow}
 
     @app.template_filter("timestamp")
     def timestamp(value):

@@ -18,6 +18,7 @@ from wtforms import (
 )
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
+from ..authentication import parse_headers
 from ..models import AUTHORIZATION_CODE_GRANTS, GRANT_TYPES, METHODS
 
 CONDITION_SOURCES = {"status_code": "Status code", "header": "Header", "body": "Body"}
@@ -254,6 +255,36 @@ class OAuth2Form(AuthenticatorForm):
         if self.grant_type.data != "password":
             secrets.pop("password")
         return secrets
+
+
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class TestRequestForm(Form):
+    """An HTTP request to try the credentials on."""
+
+    __test__ = False  # not a pytest test class
+
+    http_method = SelectField("Method", choices=choices({m: m for m in HTTP_METHODS}), default="GET")
+    url = StringField("URL", validators=[Length(max=2000), absolute_http_url])
+    headers = TextAreaField("Headers", description="One per line, as Name: value.", validators=[Length(max=20000)])
+    body = TextAreaField("Body", validators=[Length(max=100000)])
+
+    def __init__(self, *args, url_optional=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.url_optional = url_optional
+
+    def validate_url(self, field):
+        if not (field.data or "").strip() and not self.url_optional:
+            raise ValidationError("Enter the URL of an API call to try the credentials on.")
+
+    def validate_headers(self, field):
+        _, error = parse_headers(field.data)
+        if error:
+            raise ValidationError(error)
+
+    def header_pairs(self):
+        return parse_headers(self.headers.data)[0]
 
 
 FORMS = {"api_key": ApiKeyForm, "basic": BasicAuthForm, "oauth2": OAuth2Form}

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from ..access import current_domain, domain_management_required, get_authenticator
+from ..authentication import keep_tested_result
 from ..models import SECRET_FIELDS
 from ..oauth import callback_url
 from ..services import (
@@ -15,7 +16,7 @@ from ..services import (
     name_taken,
     update_authenticator,
 )
-from .forms import FORMS, ConditionForm, ExtraParamForm
+from .forms import FORMS, ConditionForm, ExtraParamForm, TestRequestForm
 
 bp = Blueprint("editor", __name__)
 
@@ -42,11 +43,18 @@ def build_form(method, authenticator=None, formdata=None):
 
 
 def render_editor(form, authenticator=None, conflict=None, status=200):
-    """Render the editor page around a form."""
+    """Render the editor page around a form, with the Test form filled in from the last test."""
+    test_form = TestRequestForm(
+        http_method=authenticator.test_method if authenticator else "GET",
+        url=authenticator.test_url if authenticator else "",
+        headers=authenticator.test_headers if authenticator else "",
+        body=authenticator.test_body if authenticator else "",
+    )
     return (
         render_template(
             "editor/form.html",
             form=form,
+            test_form=test_form,
             authenticator=authenticator,
             conflict=conflict,
             callback_url=callback_url(),
@@ -72,6 +80,7 @@ def create():
     if not form.validate():
         return render_editor(form, status=422)
     authenticator = create_authenticator(current_domain(), current_user, form.values(), form.secrets())
+    keep_tested_result(authenticator, request.form.get("tested_result"))
     return _saved(authenticator, "created")
 
 
@@ -100,6 +109,7 @@ def update(authenticator_id):
     except EditConflict as conflict:
         form.version.data = str(authenticator.version)
         return render_editor(form, authenticator, conflict=conflict, status=409)
+    keep_tested_result(authenticator, request.form.get("tested_result"))
     return _saved(authenticator, "saved")
 
 

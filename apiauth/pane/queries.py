@@ -89,3 +89,16 @@ def pane_page(domain_id, query, page_size):
     )
     rows = [PaneRow(a, username) for a, username in db.session.execute(statement)]
     return PanePage(rows=rows, total=total, page=page, pages=pages, page_size=page_size)
+
+
+def status_changes(domain_id, ids, since):
+    """Return the authenticators among ids whose status or configuration changed after since."""
+    if not ids:
+        return []
+    return db.session.scalars(
+        select(Authenticator).where(
+            Authenticator.domain_id == domain_id,
+            Authenticator.id.in_(ids),
+            (Authenticator.status_updated_at > since) | (Authenticator.modified_at > since),
+        )
+    ).all()

@@ -1,11 +1,23 @@
 """The pane: every authenticator of the current domain, and the actions on one."""
 
+from datetime import datetime
+
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..access import current_domain, domain_management_required, get_authenticator, is_htmx
+from ..authentication import (
+    engine_config,
+    run_authenticator_test,
+    sign_tested_result,
+    status_of,
+)
+from ..editor.forms import TestRequestForm
+from ..editor.views import build_form
+from ..engine.testing import TestRequest
+from ..models import utcnow
 from ..services import delete_authenticator, duplicate_authenticator
-from .queries import PaneQuery, pane_page
+from .queries import PaneQuery, pane_page, status_changes
 
 bp = Blueprint("pane", __name__)
 
@@ -55,3 +67,94 @@ def duplicate(authenticator_id):
     copy = duplicate_authenticator(get_authenticator(authenticator_id), current_user)
     flash(f"Duplicated as “{copy.name}”. Review it and save.")
     return redirect(url_for("editor.edit", authenticator_id=copy.id))
+
+
+@bp.route("/authenticators/statuses")
+@domain_management_required
+def statuses():
+    """Send the status cells that changed since the pane last asked, and ask again later."""
+    ids = [int(part) for part in request.args.get("ids", "").split(",") if part.isdigit()][:500]
+    since = request.args.get("since", type=_parse_time) or utcnow()
+    asked_at = utcnow()
+    changed = status_changes(current_domain().id, ids, since)
+    return render_template("pane/_status_poller.html", ids=ids, since=asked_at, changed=changed)
+
+
+def _parse_time(text):
+    return datetime.fromisoformat(text)
+
+
+@bp.route("/authenticators/<int:authenticator_id>/test", methods=["GET"])
+@domain_management_required
+def test_panel(authenticator_id):
+    """Show the Test form, filled in with the last test's request."""
+    authenticator = get_authenticator(authenticator_id)
+    form = TestRequestForm(
+        http_method=authenticator.test_method or "GET",
+        url=authenticator.test_url,
+        headers=authenticator.test_headers,
+        body=authenticator.test_body,
+    )
+    template = "pane/_test_panel.html" if is_htmx() else "pane/test.html"
+    return render_template(template, authenticator=authenticator, test_form=form)
+
+
+@bp.route("/authenticators/test", methods=["POST"])
+@bp.route("/authenticators/<int:authenticator_id>/test", methods=["POST"])
+@domain_management_required
+def test(authenticator_id=None):
+    """Test an authenticator with one request: saved values from the pane, typed ones from the editor."""
+    authenticator = get_authenticator(authenticator_id) if authenticator_id else None
+    editor_form = None
+    if "method" in request.form:
+        editor_form = build_form(request.form["method"], authenticator, formdata=request.form)
+        config = engine_config(authenticator, editor_form.values(), editor_form.secrets())
+    else:
+        if authenticator is None:
+            return render_template("pane/_test_result.html", problems=["Nothing to test."]), 422
+        config = engine_config(authenticator)
+    test_form = TestRequestForm(request.form, url_optional=_token_grant(config))
+    problems = _problems(editor_form, test_form)
+    if problems:
+        return _test_result(authenticator, test_form, problems=problems, status=422)
+    outcome = run_authenticator_test(
+        authenticator,
+        TestRequest(test_form.http_method.data, (test_form.url.data or "").strip(), test_form.header_pairs(), test_form.body.data or ""),
+        config if editor_form else None,
+    )
+    status, reason = status_of(outcome, config)
+    return _test_result(
+        authenticator, test_form, outcome=outcome,
+        tested=sign_tested_result(config, status, reason) if editor_form else None,
+    )
+
+
+def _token_grant(config):
+    """Tell whether a test may skip the URL: an OAuth grant where issuing a token is the test."""
+    return config.method == "oauth2" and not config.needs_login
+
+
+def _problems(editor_form, test_form):
+    """Return what stops a test from running, as messages."""
+    problems = []
+    if editor_form is not None and not editor_form.validate():
+        problems += [f"{editor_form[name].label.text}: {errors[0]}" for name, errors in _flat_errors(editor_form)]
+    if not test_form.validate():
+        problems += [f"{test_form[name].label.text}: {errors[0]}" for name, errors in test_form.errors.items()]
+    return problems
+
+
+def _flat_errors(form):
+    for name, errors in form.errors.items():
+        if isinstance(errors, list) and errors and isinstance(errors[0], str):
+            yield name, errors
+        else:
+            yield name, ["check the rows of this list"]
+
+
+def _test_result(authenticator, test_form, status=200, **context):
+    return (
+        render_template("pane/_test_result.html", authenticator=authenticator, test_form=test_form,
+                        origin=request.form.get("origin", "pane"), **context),
+        status,
+    )

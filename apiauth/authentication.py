@@ -1,0 +1,185 @@
+"""Running the engine for an authenticator: its configuration, its tokens, its status."""
+
+import hashlib
+import hmac
+import json
+from dataclasses import asdict
+
+from flask import current_app
+from itsdangerous import BadData, URLSafeTimedSerializer
+from sqlalchemy import update
+
+from .engine.config import AuthConfig, Condition, TokenSet
+from .engine.outbound import OutboundPolicy
+from .engine.testing import TestOutcome, TestRequest, run_test
+from .extensions import db
+from .models import SECRET_FIELDS, Authenticator, TokenState, secret_context, utcnow
+
+
+# A test result carried by a form is honoured on save for this long (seconds).
+TESTED_RESULT_MAX_AGE = 3600
+
+
+def outbound_policy():
+    """Return the rules every outbound call of this app follows."""
+    return OutboundPolicy(allow_networks=tuple(current_app.config["OUTBOUND_ALLOW"]))
+
+
+def engine_config(authenticator, values=None, secrets=None):
+    """Return the engine's view of an authenticator, optionally with unsaved form values over it.
+
+    A secret left blank in `secrets` falls back to the stored one, as saving would do.
+    """
+    source = {field: getattr(authenticator, field) for field in _CONFIG_ATTRIBUTES} if authenticator else {}
+    source.update(values or {})
+    typed = secrets or {}
+    plain = {
+        field: typed.get(field) or (authenticator.get_secret(field) if authenticator else "")
+        for field in SECRET_FIELDS
+    }
+    params = source.get("extra_params") or []
+    return AuthConfig(
+        **{field: source.get(field) or _DEFAULTS.get(field, "") for field in _CONFIG_ATTRIBUTES
+           if field not in ("extra_params", "conditions")},
+        **plain,
+        extra_auth_params=tuple((p["name"], p["value"]) for p in params if p["target"] == "authorization"),
+        extra_token_params=tuple((p["name"], p["value"]) for p in params if p["target"] == "token"),
+        conditions=tuple(Condition(**c) for c in source.get("conditions") or []),
+    )
+
+
+_CONFIG_ATTRIBUTES = (
+    "method", "key", "add_to", "username", "grant_type", "access_token_url", "auth_url", "client_id",
+    "scope", "client_authentication", "code_challenge_method", "audience", "resource", "token_prefix",
+    "extra_params", "conditions",
+)
+_DEFAULTS = {"add_to": "header", "grant_type": "client_credentials", "client_authentication": "basic_header",
+             "code_challenge_method": "S256", "token_prefix": "Bearer"}
+
+
+def fingerprint(config):
+    """Return a keyed digest of a configuration, secrets included, that reveals none of it."""
+    canonical = json.dumps(asdict(config), sort_keys=True, default=list).encode()
+    return hmac.new(current_app.config["SECRET_KEY"].encode(), canonical, hashlib.sha256).hexdigest()
+
+
+def load_tokens(authenticator):
+    """Return the stored tokens of an authenticator, or None."""
+    state = db.session.get(TokenState, authenticator.id)
+    if state is None or state.access_token_encrypted is None:
+        return None
+    ring = current_app.extensions["apiauth_keyring"]
+    refresh = state.refresh_token_encrypted
+    return TokenSet(
+        access_token=ring.decrypt(state.access_token_encrypted, secret_context(authenticator.uid, "access_token")),
+        refresh_token=ring.decrypt(refresh, secret_context(authenticator.uid, "refresh_token")) if refresh else None,
+        token_type=state.token_type,
+        scope=state.scope,
+        expires_at=state.expires_at,
+        obtained_at=state.obtained_at or 0.0,
+    )
+
+
+def store_tokens(authenticator, tokenset):
+    """Store new tokens for an authenticator, encrypted; None removes them."""
+    state = db.session.get(TokenState, authenticator.id) or TokenState(authenticator_id=authenticator.id)
+    ring = current_app.extensions["apiauth_keyring"]
+    seal = lambda value, field: ring.encrypt(value, secret_context(authenticator.uid, field)) if value else None
+    state.access_token_encrypted = seal(tokenset and tokenset.access_token, "access_token")
+    state.refresh_token_encrypted = seal(tokenset and tokenset.refresh_token, "refresh_token")
+    state.token_type = (tokenset and tokenset.token_type) or "Bearer"
+    state.scope = (tokenset and tokenset.scope) or ""
+    state.expires_at = tokenset and tokenset.expires_at
+    state.obtained_at = tokenset and tokenset.obtained_at
+    state.generation = (state.generation or 0) + 1
+    db.session.add(state)
+
+
+def status_of(outcome, config):
+    """Translate a test outcome into a (status, reason) pair for the pane."""
+    if outcome.succeeded:
+        return ("connected" if config.needs_login else "succeeded"), ""
+    if outcome.reason == "need_login":
+        return "need_login", ""
+    return "failed", outcome.reason or "unknown"
+
+
+def record_status(authenticator, status, reason=""):
+    """Record an authentication result; it is not a configuration change, so no version bump."""
+    now = utcnow()
+    db.session.execute(
+        update(Authenticator)
+        .where(Authenticator.id == authenticator.id)
+        .values(status=status, status_reason=reason[:200], status_updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.expire(authenticator, ["status", "status_reason", "status_updated_at"])
+
+
+def remember_test_request(authenticator, request):
+    """Keep a test's method, URL, headers and body to fill in next time."""
+    db.session.execute(
+        update(Authenticator)
+        .where(Authenticator.id == authenticator.id)
+        .values(
+            test_method=request.method,
+            test_url=request.url,
+            test_headers="\n".join(f"{name}: {value}" for name, value in request.headers),
+            test_body=request.body,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def run_authenticator_test(authenticator, request, config=None):
+    """Test an authenticator; record the result when it tested the saved configuration.
+
+    With `config` (unsaved form values), the result is only returned: the stored tokens and
+    status stay as they were, since they belong to the saved configuration.
+    """
+    saved = engine_config(authenticator) if authenticator else None
+    config = config or saved
+    tested_saved = saved is not None and fingerprint(config) == fingerprint(saved)
+    current = load_tokens(authenticator) if tested_saved else None
+    outcome: TestOutcome = run_test(config, current, request, outbound_policy())
+    if authenticator is not None:
+        remember_test_request(authenticator, request)
+    if tested_saved:
+        if outcome.tokenset is not None and outcome.tokenset != current:
+            store_tokens(authenticator, outcome.tokenset)
+        record_status(authenticator, *status_of(outcome, config))
+    db.session.commit()
+    return outcome
+
+
+def parse_headers(text):
+    """Parse 'Name: value' lines into pairs; return (pairs, error message or None)."""
+    pairs = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            return pairs, f"Line {number} is not a header: write it as Name: value."
+        pairs.append((name.strip(), value.strip()))
+    return pairs, None
+
+
+def _result_serializer():
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="apiauth.tested-result")
+
+
+def sign_tested_result(config, status, reason):
+    """Return a signed note of a test result on unsaved values, for the form to carry to its save."""
+    return _result_serializer().dumps({"fingerprint": fingerprint(config), "status": status, "reason": reason})
+
+
+def keep_tested_result(authenticator, signed):
+    """After a save, record the result of the test the admin ran on exactly these values."""
+    try:
+        note = _result_serializer().loads(signed or "", max_age=TESTED_RESULT_MAX_AGE)
+    except BadData:
+        return
+    if hmac.compare_digest(note["fingerprint"], fingerprint(engine_config(authenticator))):
+        record_status(authenticator, note["status"], note["reason"])
+        db.session.commit()
