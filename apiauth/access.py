@@ -12,8 +12,11 @@ GATE_ATTRIBUTE = "domain_management_gate"
 
 
 def is_htmx():
-    """Tell whether the request was made by htmx."""
-    return request.headers.get("HX-Request") == "true"
+    """Tell whether htmx asked for a partial (a history restore wants the whole page)."""
+    return (
+        request.headers.get("HX-Request") == "true"
+        and "HX-History-Restore-Request" not in request.headers
+    )
 
 
 def sign_in_required_response():

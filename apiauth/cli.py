@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import insert, select
 
 from .extensions import db
-from .models import Authenticator, Domain, Membership, User, secret_context, utcnow
+from .models import AUTHORIZATION_CODE_GRANTS, Authenticator, Domain, Membership, User, secret_context, utcnow
 
 
 def init_app(app):
@@ -95,8 +95,10 @@ def demo():
 
 SEED_STATUSES = [
     ("succeeded", ""), ("failed", "invalid_client"), ("failed", "server_error"), ("failed", "timeout"),
-    ("failed", "http_401"), ("not_tested", ""), ("need_login", ""), ("connected", ""),
+    ("failed", "http_401"), ("not_tested", ""),
 ]
+SEED_LOGIN_STATUSES = [("need_login", ""), ("connected", "")]
+SEED_GRANTS = ("client_credentials", "authorization_code", "authorization_code_pkce", "password")
 
 
 @demo.command("seed")
@@ -118,12 +120,10 @@ def _seed_row(domain_id, author_id, number):
     ring = current_app.extensions["apiauth_keyring"]
     uid = secrets.token_hex(16)
     method = ("api_key", "basic", "oauth2", "oauth2")[number % 4]
-    grant = ("client_credentials", "authorization_code", "authorization_code_pkce", "password")[number % 3]
-    status, reason = SEED_STATUSES[number % len(SEED_STATUSES)]
-    if method != "oauth2" or grant == "client_credentials":
-        status = "failed" if status in ("need_login", "connected") else status
-    elif status not in ("need_login", "connected"):
-        status, reason = "need_login", ""
+    grant = SEED_GRANTS[(number // 4) % len(SEED_GRANTS)]
+    login = method == "oauth2" and grant in AUTHORIZATION_CODE_GRANTS
+    statuses = SEED_LOGIN_STATUSES if login else SEED_STATUSES
+    status, reason = statuses[number % len(statuses)]
     name = f"Demo {method} {number:05d} {secrets.token_hex(2)}"
     secret_field = {"api_key": "value", "basic": "password", "oauth2": "client_secret"}[method]
     now = utcnow()
@@ -134,7 +134,7 @@ def _seed_row(domain_id, author_id, number):
         "access_token_url": "https://auth.example.com/oauth/token" if method == "oauth2" else "",
         "auth_url": "https://auth.example.com/oauth/authorize" if method == "oauth2" else "",
         "client_id": f"client-{number}" if method == "oauth2" else "",
-        "status": status, "status_reason": reason if status == "failed" else "",
+        "status": status, "status_reason": reason,
         "status_updated_at": now - timedelta(minutes=random.randint(0, 10000)) if status != "not_tested" else None,
         "modified_at": now - timedelta(minutes=random.randint(0, 100000)), "modified_by_id": author_id,
         "created_at": now, "extra_params": [], "conditions": [],

@@ -265,7 +265,7 @@ class TestRequestForm(Form):
 
     __test__ = False  # not a pytest test class
 
-    http_method = SelectField("Method", choices=choices({m: m for m in HTTP_METHODS}), default="GET")
+    http_method = SelectField("HTTP method", choices=choices({m: m for m in HTTP_METHODS}), default="GET")
     url = StringField("URL", validators=[Length(max=2000), absolute_http_url])
     headers = TextAreaField("Headers", description="One per line, as Name: value.", validators=[Length(max=20000)])
     body = TextAreaField("Body", validators=[Length(max=100000)])

@@ -25,7 +25,7 @@ bp = Blueprint("pane", __name__)
 @bp.after_request
 def vary_on_htmx(response):
     """Tell caches that pages and partials share URLs."""
-    response.vary.add("HX-Request")
+    response.vary.update(("HX-Request", "HX-History-Restore-Request"))
     return response
 
 
