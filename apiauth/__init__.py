@@ -2,12 +2,14 @@
 
 from pathlib import Path
 
-from flask import Flask, render_template
+from flask import Flask, g, render_template, url_for
 
 from .config import load_settings
 from .extensions import csrf, db, login_manager, migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# An id no authenticator has, replaced in URL patterns built once per request.
+URL_PLACEHOLDER_ID = 987654321987
 
 
 def create_app(config=None):
@@ -63,6 +65,14 @@ def _register_template_helpers(app):
     @app.context_processor
     def inject_globals():
         return {"current_domain": current_domain, "is_htmx": is_htmx, "now": utcnow}
+
+    @app.template_global()
+    def authenticator_url(endpoint, authenticator_id):
+        """Build an authenticator's URL: url_for once per endpoint and request, then a substitution."""
+        patterns = g.setdefault("authenticator_url_patterns", {})
+        if endpoint not in patterns:
+            patterns[endpoint] = url_for(endpoint, authenticator_id=URL_PLACEHOLDER_ID)
+        return patterns[endpoint].replace(str(URL_PLACEHOLDER_ID), str(authenticator_id), 1)
 
     @app.template_filter("timestamp")
     def timestamp(value):

@@ -132,10 +132,11 @@ def remember_test_request(authenticator, request):
 
 
 def run_authenticator_test(authenticator, request, config=None):
-    """Test an authenticator; record the result when it tested the saved configuration.
+    """Test an authenticator; return the outcome and whether it was recorded as the status.
 
-    With `config` (unsaved form values), the result is only returned: the stored tokens and
-    status stay as they were, since they belong to the saved configuration.
+    It is recorded when it tested the saved configuration. With other values (`config`, from
+    an unsaved form), the stored tokens and status stay as they were: they belong to the
+    saved configuration.
     """
     saved = engine_config(authenticator) if authenticator else None
     config = config or saved
@@ -149,7 +150,7 @@ def run_authenticator_test(authenticator, request, config=None):
             store_tokens(authenticator, outcome.tokenset)
         record_status(authenticator, *status_of(outcome, config))
     db.session.commit()
-    return outcome
+    return outcome, tested_saved
 
 
 def parse_headers(text):

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import click
 from flask import current_app
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from .extensions import db
 from .models import AUTHORIZATION_CODE_GRANTS, Authenticator, Domain, Membership, User, secret_context, utcnow
@@ -108,14 +108,16 @@ def seed(count, domain_name):
     """Fill a domain with COUNT authenticators of mixed methods and statuses."""
     domain = _domain(domain_name)
     author = db.session.scalar(select(User).join(Membership).where(Membership.domain_id == domain.id).limit(1))
-    rows = [_seed_row(domain.id, author.id if author else None, n) for n in range(count)]
+    first = db.session.scalar(select(func.count()).where(Authenticator.domain_id == domain.id))
+    author_id, author_name = (author.id, author.username) if author else (None, "")
+    rows = [_seed_row(domain.id, author_id, author_name, n) for n in range(first, first + count)]
     for start in range(0, len(rows), 1000):
         db.session.execute(insert(Authenticator), rows[start:start + 1000])
     db.session.commit()
     click.echo(f"Added {count} authenticators to domain {domain_name}.")
 
 
-def _seed_row(domain_id, author_id, number):
+def _seed_row(domain_id, author_id, author_name, number):
     """Describe one demo authenticator as a row, with a sealed demo secret."""
     ring = current_app.extensions["apiauth_keyring"]
     uid = secrets.token_hex(16)
@@ -124,7 +126,7 @@ def _seed_row(domain_id, author_id, number):
     login = method == "oauth2" and grant in AUTHORIZATION_CODE_GRANTS
     statuses = SEED_LOGIN_STATUSES if login else SEED_STATUSES
     status, reason = statuses[number % len(statuses)]
-    name = f"Demo {method} {number:05d} {secrets.token_hex(2)}"
+    name = f"Demo {method} {number:05d} {secrets.token_hex(4)}"
     secret_field = {"api_key": "value", "basic": "password", "oauth2": "client_secret"}[method]
     now = utcnow()
     row = {
@@ -137,6 +139,7 @@ def _seed_row(domain_id, author_id, number):
         "status": status, "status_reason": reason,
         "status_updated_at": now - timedelta(minutes=random.randint(0, 10000)) if status != "not_tested" else None,
         "modified_at": now - timedelta(minutes=random.randint(0, 100000)), "modified_by_id": author_id,
+        "modified_by_name": author_name,
         "created_at": now, "extra_params": [], "conditions": [],
         f"{secret_field}_encrypted": ring.encrypt(f"demo-{secrets.token_hex(8)}", secret_context(uid, secret_field)),
     }

@@ -42,7 +42,7 @@ def load_settings(instance_path, environ=None):
         "PUBLIC_URL": (env.get("APIAUTH_PUBLIC_URL") or "").rstrip("/"),
         "OUTBOUND_ALLOW": _split(env.get("APIAUTH_OUTBOUND_ALLOW")),
         "FRAME_ANCESTORS": env.get("APIAUTH_FRAME_ANCESTORS") or "'self'",
-        "PANE_PAGE_SIZE": 50,
+        "PANE_PAGE_SIZE": 20,
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

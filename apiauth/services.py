@@ -164,4 +164,5 @@ def _stamp(authenticator, actor):
     """Record who changed the configuration, and when."""
     authenticator.modified_at = utcnow()
     authenticator.modified_by_id = actor.id
+    authenticator.modified_by_name = actor.username
 

@@ -123,6 +123,7 @@ def make_authenticator(app, domain, admin):
             name_key=name.casefold(),
             method=method,
             modified_by_id=admin.id,
+            modified_by_name=admin.username,
             **{**defaults, **fields},
         )
         for field, value in (secrets or {}).items():

@@ -9,12 +9,13 @@ from apiauth.models import METHODS, Authenticator, Domain
 from .conftest import sign_in
 
 SORTS = ("name", "method", "modified_at", "modified_by", "status", "status_updated_at")
-# (URL, rows shown with 3 authenticators, rows shown with 300): the pane shows 50 a page.
+PAGE = 20  # the pane's page size
+# (URL, rows shown with 3 authenticators, rows shown with 300).
 VIEWS = [
-    ("/authenticators", 3, 50),
-    *((f"/authenticators?sort={sort}&dir={direction}", 3, 50) for sort in SORTS for direction in ("asc", "desc")),
+    ("/authenticators", 3, PAGE),
+    *((f"/authenticators?sort={sort}&dir={direction}", 3, PAGE) for sort in SORTS for direction in ("asc", "desc")),
     # Seeded names carry their method: one in four is Basic Auth.
-    ("/authenticators?q=BASIC", 1, 50),
+    ("/authenticators?q=BASIC", 1, PAGE),
 ]
 SECRET_FIELD = {"api_key": "value", "basic": "password", "oauth2": "client_secret"}
 ROW_MARK = '<tr id="authenticator-'

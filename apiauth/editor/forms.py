@@ -19,6 +19,7 @@ from wtforms import (
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
 from ..authentication import parse_headers
+from ..engine.testing import TestRequest
 from ..models import AUTHORIZATION_CODE_GRANTS, GRANT_TYPES, METHODS
 
 CONDITION_SOURCES = {"status_code": "Status code", "header": "Header", "body": "Body"}
@@ -283,8 +284,11 @@ class TestRequestForm(Form):
         if error:
             raise ValidationError(error)
 
-    def header_pairs(self):
-        return parse_headers(self.headers.data)[0]
+    def test_request(self):
+        """Return the request the form describes, for the engine."""
+        return TestRequest(
+            self.http_method.data, text(self.url), parse_headers(self.headers.data)[0], self.body.data or ""
+        )
 
 
 FORMS = {"api_key": ApiKeyForm, "basic": BasicAuthForm, "oauth2": OAuth2Form}

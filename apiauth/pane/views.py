@@ -14,7 +14,6 @@ from ..authentication import (
 )
 from ..editor.forms import TestRequestForm
 from ..editor.views import build_form
-from ..engine.testing import TestRequest
 from ..models import utcnow
 from ..services import delete_authenticator, duplicate_authenticator
 from .queries import PaneQuery, pane_page, status_changes
@@ -117,15 +116,10 @@ def test(authenticator_id=None):
     problems = _problems(editor_form, test_form)
     if problems:
         return _test_result(authenticator, test_form, problems=problems, status=422)
-    outcome = run_authenticator_test(
-        authenticator,
-        TestRequest(test_form.http_method.data, (test_form.url.data or "").strip(), test_form.header_pairs(), test_form.body.data or ""),
-        config if editor_form else None,
-    )
-    status, reason = status_of(outcome, config)
+    outcome, recorded = run_authenticator_test(authenticator, test_form.test_request(), config)
     return _test_result(
         authenticator, test_form, outcome=outcome,
-        tested=sign_tested_result(config, status, reason) if editor_form else None,
+        tested=None if recorded else sign_tested_result(config, *status_of(outcome, config)),
     )
 
 
