@@ -32,6 +32,7 @@ def create_app(config=None):
 
     from . import auth, cli, keys
     from .editor import views as editor
+    from .oauth import views as oauth
     from .pane import views as pane
 
     keys.init_app(app)
@@ -39,6 +40,8 @@ def create_app(config=None):
     app.register_blueprint(auth.bp)
     app.register_blueprint(pane.bp)
     app.register_blueprint(editor.bp)
+    app.register_blueprint(oauth.bp)
+    oauth.init_app(app)
     cli.init_app(app)
     _register_error_pages(app)
     _register_template_helpers(app)

@@ -3,7 +3,8 @@
 import hashlib
 import hmac
 import json
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 
 from flask import current_app
 from itsdangerous import BadData, URLSafeTimedSerializer
@@ -11,7 +12,8 @@ from sqlalchemy import update
 
 from .engine.config import AuthConfig, Condition, TokenSet
 from .engine.outbound import OutboundPolicy
-from .engine.testing import TestOutcome, TestRequest, run_test
+from .engine.testing import TestOutcome, run_test
+from .engine.tokens import TokenError, ensure_token, needs_renewal
 from .extensions import db
 from .models import SECRET_FIELDS, Authenticator, TokenState, secret_context, utcnow
 
@@ -141,16 +143,59 @@ def run_authenticator_test(authenticator, request, config=None):
     saved = engine_config(authenticator) if authenticator else None
     config = config or saved
     tested_saved = saved is not None and fingerprint(config) == fingerprint(saved)
-    current = load_tokens(authenticator) if tested_saved else None
-    outcome: TestOutcome = run_test(config, current, request, outbound_policy())
+    # Failure conditions don't touch tokens: the stored ones serve a form that only changed those.
+    same_tokens = saved is not None and fingerprint(replace(config, conditions=())) == fingerprint(
+        replace(saved, conditions=())
+    )
+    token_source = (lambda log: usable_tokens(authenticator, log)) if same_tokens else None
+    # The stored tokens go in for redaction: a failed refresh may echo them.
+    stored = load_tokens(authenticator) if same_tokens else None
+    outcome: TestOutcome = run_test(config, stored, request, outbound_policy(), token_source)
     if authenticator is not None:
         remember_test_request(authenticator, request)
     if tested_saved:
-        if outcome.tokenset is not None and outcome.tokenset != current:
-            store_tokens(authenticator, outcome.tokenset)
         record_status(authenticator, *status_of(outcome, config))
     db.session.commit()
     return outcome, tested_saved
+
+
+def usable_tokens(authenticator, log):
+    """Return tokens good for a call now: the stored ones, else refreshed or new ones, stored.
+
+    A refresh token that the provider rejects means Need to Login, unless another worker
+    stored newer tokens meanwhile: those are used instead.
+    """
+    config = engine_config(authenticator)
+    current = load_tokens(authenticator)
+    if config.needs_login and current is None:
+        log("no tokens: an admin must log in")
+        raise TokenError("need_login")
+    try:
+        tokens = ensure_token(config, current, outbound_policy(), log)
+    except TokenError as error:
+        if error.reason == "need_login" and current is not None:
+            newer = _tokens_stored_meanwhile(authenticator, current)
+            if newer is not None:
+                log("another worker refreshed the tokens meanwhile: using them")
+                return newer
+            store_tokens(authenticator, None)
+            db.session.commit()
+        raise
+    if tokens != current:
+        store_tokens(authenticator, tokens)
+        db.session.commit()
+    return tokens
+
+
+def _tokens_stored_meanwhile(authenticator, seen):
+    """Re-read the stored tokens; return them if they are newer than `seen` and usable."""
+    state = db.session.get(TokenState, authenticator.id, populate_existing=True)
+    if state is None:
+        return None
+    latest = load_tokens(authenticator)
+    if latest is None or latest == seen or needs_renewal(latest, time.time()):
+        return None
+    return latest
 
 
 def parse_headers(text):

@@ -212,6 +212,29 @@ class TokenState(db.Model):
     generation: Mapped[int] = mapped_column(default=0)
 
 
+class LoginAttempt(db.Model):
+    """One Login started by a user for an authenticator: what its callback must match."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # SHA-256 of the state sent to the provider; the state itself is not kept.
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    authenticator_id: Mapped[int] = mapped_column(ForeignKey("authenticators.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # SHA-256 of a random value kept in the signed-in session that started the Login.
+    session_binding: Mapped[str] = mapped_column(String(64))
+    code_verifier_encrypted: Mapped[str | None] = mapped_column(Text)
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    expected_issuer: Mapped[str] = mapped_column(String(2000), default="")
+    issuer_required: Mapped[bool] = mapped_column(default=False)
+    return_to: Mapped[str] = mapped_column(String(2000), default="")
+    popup: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+
+
 class AuditEvent(db.Model):
     __tablename__ = "audit_events"
     __table_args__ = (
@@ -238,6 +261,8 @@ TOKEN_FIELDS = ("access_token", "refresh_token")
 
 def encrypted_columns():
     """Every column that holds a ciphertext, for key checks and rotation."""
-    return [Authenticator.__table__.c[f"{field}_encrypted"] for field in SECRET_FIELDS] + [
-        TokenState.__table__.c[f"{field}_encrypted"] for field in TOKEN_FIELDS
+    return [
+        *(Authenticator.__table__.c[f"{field}_encrypted"] for field in SECRET_FIELDS),
+        *(TokenState.__table__.c[f"{field}_encrypted"] for field in TOKEN_FIELDS),
+        LoginAttempt.__table__.c.code_verifier_encrypted,
     ]

@@ -1,6 +1,6 @@
 """Changing authenticators: saving, duplicating, deleting, each recorded as an audit event."""
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from .extensions import db
@@ -8,6 +8,7 @@ from .models import (
     SECRET_FIELDS,
     AuditEvent,
     Authenticator,
+    TokenState,
     utcnow,
 )
 
@@ -18,6 +19,8 @@ CONFIG_FIELDS = (
 )
 # Changing any of these invalidates the last authentication result.
 CREDENTIAL_FIELDS = set(CONFIG_FIELDS) - {"name", "description"} | set(SECRET_FIELDS)
+# ...and these the stored tokens too: they were issued for other credentials.
+TOKEN_FIELDS = CREDENTIAL_FIELDS - {"conditions", "token_prefix", "key", "add_to"}
 
 
 class EditConflict(Exception):
@@ -105,6 +108,8 @@ def update_authenticator(authenticator, actor, values, secrets, loaded_version):
         return []
     if CREDENTIAL_FIELDS.intersection(changed):
         _reset_status(authenticator)
+    if TOKEN_FIELDS.intersection(changed):
+        db.session.execute(delete(TokenState).where(TokenState.authenticator_id == authenticator.id))
     _stamp(authenticator, actor)
     try:
         db.session.flush()

@@ -1,8 +1,55 @@
 // Small behaviours that htmx does not cover; no inline scripts anywhere.
-document.addEventListener("click", function (event) {
-  var remove = event.target.closest("[data-remove-row]");
-  if (remove) {
+(function () {
+  "use strict";
+
+  // Remove a row of a list (failure conditions, extra parameters) in place.
+  document.addEventListener("click", function (event) {
+    var remove = event.target.closest("[data-remove-row]");
+    if (remove) {
+      event.preventDefault();
+      remove.closest("[data-row]").remove();
+    }
+  });
+
+  // Login opens the provider in a popup; where popups are blocked, the same window goes.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("[data-login-popup]");
+    if (!link) return;
+    var url = new URL(link.href, location.href);
+    url.searchParams.set("popup", "1");
+    var popup = window.open(url.toString(), "apiauth-login", "popup,width=560,height=720");
+    if (popup) {
+      event.preventDefault();
+      return;
+    }
     event.preventDefault();
-    remove.closest("[data-row]").remove();
-  }
-});
+    url.searchParams.delete("popup");
+    url.searchParams.set("next", location.pathname + location.search);
+    location.assign(url.toString());
+  });
+
+  // The popup's callback page tells the page that opened it, then closes itself.
+  document.addEventListener("DOMContentLoaded", function () {
+    var result = document.getElementById("login-result");
+    if (!result || !window.opener || window.opener.closed) return;
+    try {
+      window.opener.postMessage(
+        { type: "apiauth:login", authenticatorId: result.dataset.authenticatorId },
+        location.origin
+      );
+    } catch (error) {
+      return;
+    }
+    if (result.dataset.succeeded === "true") window.close();
+  });
+
+  // The page that opened the popup shows the new status without a reload.
+  window.addEventListener("message", function (event) {
+    if (event.origin !== location.origin || !event.data || event.data.type !== "apiauth:login") return;
+    if (document.querySelector("[data-reload-on-login]")) {
+      location.reload();
+    } else if (window.htmx) {
+      window.htmx.trigger(document.body, "apiauth:refresh");
+    }
+  });
+})();

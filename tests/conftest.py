@@ -11,6 +11,8 @@ from apiauth.models import Authenticator, Domain, Membership, User
 
 pytest_plugins = ["tests.support.oidc", "tests.support.password_server"]
 
+# The callback the Flask test client's app builds (its requests go to http://localhost/).
+TEST_CLIENT_CALLBACK = "http://localhost/oauth/callback"
 TEST_KEY = "q3p9b5gU7m1kXo2nX9r0Vf3S8yJt6wLhZc4eDa1bQ0E="
 PASSWORD = "correct horse battery staple"
 CSRF_PATTERN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
@@ -50,7 +52,7 @@ def app(tmp_path):
             "SECRET_KEY": "test-secret-key",
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite3'}",
             "ENCRYPTION_KEYS": [TEST_KEY],
-            "OUTBOUND_ALLOW": ["127.0.0.0/8"],
+            "OUTBOUND_ALLOW": ["127.0.0.0/8", "::1/128"],
         }
     )
     app.test_client_class = CsrfClient
@@ -133,3 +135,9 @@ def make_authenticator(app, domain, admin):
         return authenticator
 
     return make
+
+
+@pytest.fixture(scope="session")
+def oidc_redirect_uris():
+    """Register the test client's callback at the oidc-provider test server."""
+    return ["http://127.0.0.1:5000/oauth/callback", TEST_CLIENT_CALLBACK]

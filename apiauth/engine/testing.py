@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import requests
@@ -15,6 +16,7 @@ from .redact import Redactor
 from .tokens import TokenError, ensure_token
 
 MAX_BODY_CHARS = 20_000
+TokenSource = Callable[[Callable[[str], None]], TokenSet]
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,14 @@ def _exchange(
 
 
 def _run(
-    config: AuthConfig, current: TokenSet | None, request: TestRequest, policy: OutboundPolicy
+    config: AuthConfig, token_source: TokenSource, request: TestRequest, policy: OutboundPolicy
 ) -> TestOutcome:
     """Run the test and return its unredacted outcome; the log is filled as steps happen."""
     log: list[str] = []
     tokenset = None
     if config.method == "oauth2":
         try:
-            tokenset = ensure_token(config, current, policy, log.append)
+            tokenset = token_source(log.append)
         except TokenError as error:
             return TestOutcome(succeeded=False, reason=error.reason, log=log)
         if not request.url:
@@ -117,8 +119,18 @@ def _redacted(outcome: TestOutcome, redactor: Redactor) -> TestOutcome:
 
 
 def run_test(
-    config: AuthConfig, current_tokenset: TokenSet | None, request: TestRequest, policy: OutboundPolicy
+    config: AuthConfig,
+    current_tokenset: TokenSet | None,
+    request: TestRequest,
+    policy: OutboundPolicy,
+    token_source: TokenSource | None = None,
 ) -> TestOutcome:
-    """Test an authenticator with one request and return the redacted outcome."""
-    outcome = _run(config, current_tokenset, request, policy)
+    """Test an authenticator with one request and return the redacted outcome.
+
+    OAuth tokens come from token_source(log) when given (the caller's store, which may
+    refresh and persist them), else from ensure_token on current_tokenset.
+    """
+    if token_source is None:
+        token_source = lambda log: ensure_token(config, current_tokenset, policy, log)  # noqa: E731
+    outcome = _run(config, token_source, request, policy)
     return _redacted(outcome, Redactor.for_config(config, current_tokenset, outcome.tokenset))

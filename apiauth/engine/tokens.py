@@ -358,3 +358,18 @@ def ensure_token(
             else:
                 raise
     return fetch_token(config, policy, log)
+
+
+def revoke_token(
+    config: AuthConfig, endpoint: str, token: str, token_type_hint: str, policy: OutboundPolicy, log: Log
+) -> bool:
+    """Revoke a token at the server (RFC 7009); return whether the server accepted it."""
+    log(f"revocation request: POST {endpoint} ({token_type_hint})")
+    try:
+        with _TokenEndpointSession(config, policy) as session, translated_errors():
+            response = session.revoke_token(endpoint, token, token_type_hint=token_type_hint)
+    except OutboundError as error:
+        log(f"revocation failed: {error.reason}")
+        return False
+    log(f"revocation answered {response.status_code}")
+    return response.status_code == 200

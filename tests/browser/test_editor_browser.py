@@ -184,7 +184,8 @@ def test_a_rejected_form_shows_the_message_beside_the_field_and_keeps_all_but_se
     page.get_by_role("button", name="Create").click()
 
     expect(page.get_by_role("status")).to_have_text("Authenticator “CRM” created.")
-    expect(page.locator("#editor-status")).to_have_text("Need to Login")
+    expect(page.locator("#editor-status .badge")).to_have_text("Need to Login")
+    expect(page.locator("#editor-status .login-link")).to_have_text("Login")
 
 
 # The pane
