@@ -1,82 +1,12 @@
-"""apiauth: one place per domain for the credentials of third-party API calls."""
+"""apiauth: one place per domain for the credentials of third-party API calls.
 
-from pathlib import Path
-
-from flask import Flask, g, render_template, url_for
-
-from .config import load_settings
-from .extensions import csrf, db, login_manager, migrate
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# An id no authenticator has, replaced in URL patterns built once per request.
-URL_PLACEHOLDER_ID = 987654321987
+Importing the package loads no Flask: `apiauth.client` and `apiauth.engine` serve
+consumers in other processes. The app and the in-process helpers load on first use.
+"""
 
 
 def create_app(config=None):
-    """Create the Flask app: settings, extensions, blueprints and commands."""
-    app = Flask(
-        __name__,
-        instance_path=str(PROJECT_ROOT / "instance"),
-        template_folder=str(PROJECT_ROOT / "templates"),
-        static_folder=str(PROJECT_ROOT / "static"),
-    )
-    overrides = dict(config or {})
-    app.instance_path = overrides.pop("INSTANCE_PATH", app.instance_path)
-    app.config.update(load_settings(app.instance_path))
-    app.config.update(overrides)
+    """Create the Flask app (see apiauth.app.create_app)."""
+    from .app import create_app as create
 
-    db.init_app(app)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
-    login_manager.init_app(app)
-    csrf.init_app(app)
-
-    from . import auth, cli, keys
-    from .editor import views as editor
-    from .oauth import views as oauth
-    from .pane import views as pane
-
-    keys.init_app(app)
-    auth.init_app(app)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(pane.bp)
-    app.register_blueprint(editor.bp)
-    app.register_blueprint(oauth.bp)
-    oauth.init_app(app)
-    cli.init_app(app)
-    _register_error_pages(app)
-    _register_template_helpers(app)
-    return app
-
-
-def _register_error_pages(app):
-    """Render errors as pages of our own, rolling back a failed transaction."""
-
-    def error_page(error):
-        db.session.rollback()
-        code = getattr(error, "code", 500) or 500
-        return render_template("error.html", code=code, error=error), code
-
-    for code in (400, 401, 403, 404, 405, 409, 500):
-        app.register_error_handler(code, error_page)
-
-
-def _register_template_helpers(app):
-    """Expose the current domain and the formatting helpers to every template."""
-    from .access import current_domain, is_htmx
-    from .models import utcnow
-
-    @app.context_processor
-    def inject_globals():
-        return {"current_domain": current_domain, "is_htmx": is_htmx, "now": utcnow}
-
-    @app.template_global()
-    def authenticator_url(endpoint, authenticator_id):
-        """Build an authenticator's URL: url_for once per endpoint and request, then a substitution."""
-        patterns = g.setdefault("authenticator_url_patterns", {})
-        if endpoint not in patterns:
-            patterns[endpoint] = url_for(endpoint, authenticator_id=URL_PLACEHOLDER_ID)
-        return patterns[endpoint].replace(str(URL_PLACEHOLDER_ID), str(authenticator_id), 1)
-
-    @app.template_filter("timestamp")
-    def timestamp(value):
-        return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+    return create(config)

@@ -149,6 +149,11 @@ class Authenticator(db.Model):
     test_headers: Mapped[str] = mapped_column(Text, default="", server_default="")
     test_body: Mapped[str] = mapped_column(Text, default="", server_default="")
 
+    # Hosts a consumer may reach through the relay; empty means relay is off.
+    allowed_hosts: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
+    last_consumer: Mapped[str] = mapped_column(String(150), default="", server_default="")
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
     __mapper_args__ = {"version_id_col": version}
 
     def __init__(self, **fields):
@@ -210,6 +215,53 @@ class TokenState(db.Model):
     obtained_at: Mapped[float | None] = mapped_column()
     # Bumped by every write of new tokens, so that a stale writer cannot overwrite newer ones.
     generation: Mapped[int] = mapped_column(default=0)
+    # The lease of whoever is getting new tokens: one token request per expiry, across workers.
+    lease_holder: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None] = mapped_column()
+    # The last failed renewal, so that callers waiting on the lease share its failure.
+    failure_reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    failed_at: Mapped[float | None] = mapped_column()
+
+
+service_token_authenticators = db.Table(
+    "service_token_authenticators",
+    db.Column("service_token_id", ForeignKey("service_tokens.id", ondelete="CASCADE"), primary_key=True),
+    db.Column("authenticator_id", ForeignKey("authenticators.id", ondelete="CASCADE"), primary_key=True),
+)
+
+SERVICE_TOKEN_SCOPES = {"use": "Use: get credentials and relay calls", "manage": "Manage: also create, edit, delete and test"}
+
+
+class ServiceToken(db.Model):
+    """A bearer token with which a service uses (or manages) one domain's authenticators."""
+
+    __tablename__ = "service_tokens"
+    __table_args__ = (UniqueConstraint("domain_id", "name", name="uq_service_tokens_domain_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    # SHA-256 of the token: the token itself is shown once and never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the token, to tell tokens apart in lists.
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(150), default="")
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    # Empty: every authenticator of the domain.
+    authenticators: Mapped[list[Authenticator]] = relationship(secondary=service_token_authenticators)
+
+    @property
+    def active(self):
+        return self.revoked_at is None
+
+    def may_use(self, authenticator):
+        """Tell whether this token reaches an authenticator of its domain."""
+        return authenticator.domain_id == self.domain_id and (
+            not self.authenticators or authenticator in self.authenticators
+        )
 
 
 class LoginAttempt(db.Model):
