@@ -13,9 +13,9 @@ from sqlalchemy import update
 from .engine.config import AuthConfig, Condition, TokenSet
 from .engine.outbound import OutboundPolicy
 from .engine.testing import TestOutcome, run_test
-from .engine.tokens import TokenError, ensure_token, needs_renewal
 from .extensions import db
-from .models import SECRET_FIELDS, Authenticator, TokenState, secret_context, utcnow
+from .models import SECRET_FIELDS, Authenticator, utcnow
+from .tokenstore import load_tokens, usable_tokens
 
 
 # A test result carried by a form is honoured on save for this long (seconds).
@@ -63,38 +63,6 @@ def fingerprint(config):
     """Return a keyed digest of a configuration, secrets included, that reveals none of it."""
     canonical = json.dumps(asdict(config), sort_keys=True, default=list).encode()
     return hmac.new(current_app.config["SECRET_KEY"].encode(), canonical, hashlib.sha256).hexdigest()
-
-
-def load_tokens(authenticator):
-    """Return the stored tokens of an authenticator, or None."""
-    state = db.session.get(TokenState, authenticator.id)
-    if state is None or state.access_token_encrypted is None:
-        return None
-    ring = current_app.extensions["apiauth_keyring"]
-    refresh = state.refresh_token_encrypted
-    return TokenSet(
-        access_token=ring.decrypt(state.access_token_encrypted, secret_context(authenticator.uid, "access_token")),
-        refresh_token=ring.decrypt(refresh, secret_context(authenticator.uid, "refresh_token")) if refresh else None,
-        token_type=state.token_type,
-        scope=state.scope,
-        expires_at=state.expires_at,
-        obtained_at=state.obtained_at or 0.0,
-    )
-
-
-def store_tokens(authenticator, tokenset):
-    """Store new tokens for an authenticator, encrypted; None removes them."""
-    state = db.session.get(TokenState, authenticator.id) or TokenState(authenticator_id=authenticator.id)
-    ring = current_app.extensions["apiauth_keyring"]
-    seal = lambda value, field: ring.encrypt(value, secret_context(authenticator.uid, field)) if value else None
-    state.access_token_encrypted = seal(tokenset and tokenset.access_token, "access_token")
-    state.refresh_token_encrypted = seal(tokenset and tokenset.refresh_token, "refresh_token")
-    state.token_type = (tokenset and tokenset.token_type) or "Bearer"
-    state.scope = (tokenset and tokenset.scope) or ""
-    state.expires_at = tokenset and tokenset.expires_at
-    state.obtained_at = tokenset and tokenset.obtained_at
-    state.generation = (state.generation or 0) + 1
-    db.session.add(state)
 
 
 def status_of(outcome, config):
@@ -147,55 +115,17 @@ def run_authenticator_test(authenticator, request, config=None):
     same_tokens = saved is not None and fingerprint(replace(config, conditions=())) == fingerprint(
         replace(saved, conditions=())
     )
-    token_source = (lambda log: usable_tokens(authenticator, log)) if same_tokens else None
+    policy = outbound_policy()
+    token_source = (lambda log: usable_tokens(authenticator, config, policy, log)) if same_tokens else None
     # The stored tokens go in for redaction: a failed refresh may echo them.
     stored = load_tokens(authenticator) if same_tokens else None
-    outcome: TestOutcome = run_test(config, stored, request, outbound_policy(), token_source)
+    outcome: TestOutcome = run_test(config, stored, request, policy, token_source)
     if authenticator is not None:
         remember_test_request(authenticator, request)
     if tested_saved:
         record_status(authenticator, *status_of(outcome, config))
     db.session.commit()
     return outcome, tested_saved
-
-
-def usable_tokens(authenticator, log):
-    """Return tokens good for a call now: the stored ones, else refreshed or new ones, stored.
-
-    A refresh token that the provider rejects means Need to Login, unless another worker
-    stored newer tokens meanwhile: those are used instead.
-    """
-    config = engine_config(authenticator)
-    current = load_tokens(authenticator)
-    if config.needs_login and current is None:
-        log("no tokens: an admin must log in")
-        raise TokenError("need_login")
-    try:
-        tokens = ensure_token(config, current, outbound_policy(), log)
-    except TokenError as error:
-        if error.reason == "need_login" and current is not None:
-            newer = _tokens_stored_meanwhile(authenticator, current)
-            if newer is not None:
-                log("another worker refreshed the tokens meanwhile: using them")
-                return newer
-            store_tokens(authenticator, None)
-            db.session.commit()
-        raise
-    if tokens != current:
-        store_tokens(authenticator, tokens)
-        db.session.commit()
-    return tokens
-
-
-def _tokens_stored_meanwhile(authenticator, seen):
-    """Re-read the stored tokens; return them if they are newer than `seen` and usable."""
-    state = db.session.get(TokenState, authenticator.id, populate_existing=True)
-    if state is None:
-        return None
-    latest = load_tokens(authenticator)
-    if latest is None or latest == seen or needs_renewal(latest, time.time()):
-        return None
-    return latest
 
 
 def parse_headers(text):

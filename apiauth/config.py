@@ -43,6 +43,8 @@ def load_settings(instance_path, environ=None):
         "OUTBOUND_ALLOW": _split(env.get("APIAUTH_OUTBOUND_ALLOW")),
         "FRAME_ANCESTORS": env.get("APIAUTH_FRAME_ANCESTORS") or "'self'",
         "PANE_PAGE_SIZE": 20,
+        # How long a worker may take to renew tokens before another takes over (seconds).
+        "TOKEN_LEASE_SECONDS": 30.0,
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

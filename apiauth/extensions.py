@@ -35,4 +35,7 @@ def _enforce_sqlite_foreign_keys(dbapi_connection, connection_record):
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Several workers share one SQLite file: readers don't block the writer, writers wait.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()

@@ -17,7 +17,8 @@ from datetime import timedelta
 from flask import current_app, session
 from sqlalchemy import update
 
-from .authentication import engine_config, load_tokens, outbound_policy, record_status, store_tokens
+from .authentication import engine_config, outbound_policy, record_status
+from .tokenstore import load_tokens, store_tokens
 from .engine.login import start_login
 from .engine.metadata import discover_metadata
 from .engine.tokens import TokenError, exchange_code, revoke_token

@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
-"""Save screenshots of the pane and of an OAuth 2.0 editor into docs/screenshots/.
+"""Save screenshots of the pane, of an OAuth 2.0 editor and of a Login into docs/screenshots/.
 
-Run from anywhere: .venv/bin/python scripts/screenshots.py
+Run from anywhere: .venv/bin/python scripts/screenshots.py [--login-only]
 It serves the app on a throwaway database filled with demo authenticators of every method
 and status, signs in through the sign-in form in Debian's Chromium, and saves
 docs/screenshots/pane.png and docs/screenshots/edit-oauth2.png.
+
+Then it logs in for real, for docs/login-guide.md: it starts the test suite's oidc-provider
+(`npm ci --prefix tests/oidc_provider` first), clicks Login in the pane and signs in in the
+popup, and saves login-form.png (a new Authorization Code with PKCE authenticator and its
+Callback URL), login-need-login.png, login-popup.png and login-connected.png. With
+--login-only it saves only these.
 """
 
+import re
 import secrets
 import sys
 import tempfile
@@ -21,11 +28,16 @@ from apiauth.extensions import db  # noqa: E402
 from apiauth.models import Domain, Membership, User, utcnow  # noqa: E402
 from apiauth.services import create_authenticator  # noqa: E402
 from tests.browser.live import chromium, new_page, serve, sign_in  # noqa: E402
+from tests.support.oidc import start_oidc_provider  # noqa: E402
 
 SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 TOKEN_URL = "https://auth.example.com/oauth/token"
 AUTHORIZE_URL = "https://auth.example.com/oauth/authorize"
 EDITED = "Salesforce CRM"
+PUBLIC_URL = "https://apiauth.example.com"
+LOGIN_NAME = "Helpdesk tickets"
+# oidc-provider's dev pages @import a web font from Google: refuse everything beyond this machine.
+NOT_LOCAL = re.compile(r"^https?://(?!127\.0\.0\.1[:/])")
 
 # name, author, values, status, reason, hours since the last status update
 DEMO = [
@@ -110,7 +122,9 @@ def main():
                 "INSTANCE_PATH": str(Path(folder) / "instance"),
                 "SQLALCHEMY_DATABASE_URI": f"sqlite:///{Path(folder) / 'demo.sqlite3'}",
                 # The Callback URL shown in the editor, as behind a real host name.
-                "PUBLIC_URL": "https://apiauth.example.com",
+                "PUBLIC_URL": PUBLIC_URL,
+                # The Login screenshots get tokens from an oidc-provider on this machine.
+                "OUTBOUND_ALLOW": ["127.0.0.0/8"],
             }
         )
         with app.app_context():
@@ -119,13 +133,96 @@ def main():
             with serve(app) as base_url, chromium() as browser:
                 page = sign_in(new_page(browser, base_url), "admin", password)
                 shots = {"pane.png": "/authenticators", "edit-oauth2.png": f"/authenticators/{edited_id}/edit"}
+                if "--login-only" in sys.argv[1:]:
+                    shots = {}
                 for filename, path in shots.items():
                     page.goto(path)
                     page.screenshot(path=str(SCREENSHOTS / filename), full_page=True)
                     print(f"Saved {SCREENSHOTS / filename}")
+                login_screenshots(app, page, base_url, Path(folder))
                 page.context.close()
             db.session.remove()
             db.engine.dispose()
+
+
+def save(page, filename, clip_to=None, margin=24):
+    """Save a screenshot: the whole page, or from its top down to the bottom of clip_to plus a margin."""
+    path = SCREENSHOTS / filename
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    if clip_to is None:
+        page.screenshot(path=str(path), full_page=True)
+    else:
+        box, size = clip_to.bounding_box(), page.viewport_size
+        # With full_page, the clip is in page coordinates, wherever the page is scrolled to.
+        scrolled = page.evaluate("window.scrollY")
+        height = scrolled + box["y"] + box["height"] + margin
+        page.screenshot(path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": size["width"], "height": height})
+    print(f"Saved {path}")
+
+
+def fill_login_form(page):
+    """Fill in a new Authorization Code with PKCE authenticator, as the guide describes; do not save it."""
+    page.goto("/authenticators/new?method=oauth2")
+    form = page.locator("#authenticator-form")
+    form.get_by_label("Name", exact=True).fill(LOGIN_NAME)
+    form.get_by_label("Description").fill("Support tickets for the CRM sync; logged in as the support lead.")
+    form.get_by_label("Grant type").select_option(label="Authorization Code with PKCE")
+    form.get_by_label("Code challenge method").wait_for()
+    form.get_by_label("Access Token URL").fill("https://login.helpdesk.example/oauth2/token")
+    form.get_by_label("Authorization URL").fill("https://login.helpdesk.example/oauth2/authorize")
+    form.get_by_label("Client ID").fill("apiauth-acme")
+    form.get_by_label("Client authentication").select_option("none")
+    form.get_by_label("Scope").fill("openid offline_access tickets:read")
+    form.locator("details.advanced summary").click()
+    form.get_by_role("button", name="Add parameter").click()
+    row = form.locator("#extra-param-rows [data-row]").last
+    row.get_by_label("Sent with").select_option("authorization")
+    row.get_by_label("Parameter").fill("prompt")
+    row.get_by_label("Value").fill("consent")
+    return form
+
+
+def login_screenshots(app, page, base_url, folder):
+    """Log in for real at an oidc-provider in a popup, saving the login-*.png screenshots."""
+    page.context.route(NOT_LOCAL, lambda route: route.abort())
+    form = fill_login_form(page)
+    save(page, "login-form.png", clip_to=form.locator("fieldset.extra-params"), margin=8)
+
+    # From here the Callback URL is the served app's own, as the provider must reach it.
+    app.config["PUBLIC_URL"] = ""
+    provider = start_oidc_provider(folder / "oidc-provider.log", redirect_uris=[f"{base_url}/oauth/callback"])
+    try:
+        admin = db.session.scalar(db.select(User).where(User.username == "admin"))
+        authenticator = create_authenticator(admin.memberships[0].domain, admin, {
+            "name": LOGIN_NAME, "method": "oauth2", "grant_type": "authorization_code_pkce",
+            "description": "Support tickets for the CRM sync.",
+            "auth_url": provider.authorization_endpoint, "access_token_url": provider.token_endpoint,
+            "client_id": provider.public_client.client_id, "client_authentication": "none",
+            "scope": "openid offline_access api:read",
+            "extra_params": [{"target": "authorization", "name": "prompt", "value": "consent"}],
+        }, {})
+        page.goto("/authenticators?q=helpdesk")
+        row = page.locator(f"#authenticator-{authenticator.id}")
+        row.get_by_text("Need to Login").wait_for()
+        save(page, "login-need-login.png", clip_to=page.get_by_role("navigation", name="Pages"))
+
+        with page.expect_popup() as popup_info:
+            row.get_by_role("link", name="Login", exact=True).click()
+        popup = popup_info.value
+        popup.set_viewport_size({"width": 560, "height": 720})
+        popup.locator("input[name=login]").wait_for()
+        popup.locator("input[name=login]").fill("support-lead@acme.example")
+        popup.locator("input[name=password]").fill("a password")
+        save(popup, "login-popup.png")
+        popup.get_by_role("button", name="Sign-in").click()
+        with popup.expect_event("close"):
+            popup.get_by_role("button", name="Continue").click()
+
+        row.locator(".badge", has_text="Connected").wait_for()
+        save(page, "login-connected.png", clip_to=page.get_by_role("navigation", name="Pages"))
+    finally:
+        provider.stop()
+        app.config["PUBLIC_URL"] = PUBLIC_URL
 
 
 if __name__ == "__main__":

@@ -242,7 +242,7 @@ def test_no_code_or_token_reaches_the_logs(client, login_authenticator, caplog):
     code = parse_qs(urlsplit(callback).query)["code"][0]
     come_back(client, callback)
     assert code not in caplog.text
-    from apiauth.authentication import load_tokens
+    from apiauth.tokenstore import load_tokens
 
     tokens = load_tokens(fresh(authenticator))
     assert tokens.access_token not in caplog.text and tokens.refresh_token not in caplog.text
@@ -257,7 +257,7 @@ def test_a_connected_authenticator_refreshes_its_token_at_expiry(client, login_a
     provider = oidc_provider_factory(access_token_ttl=2)
     authenticator = login_authenticator(provider=provider)
     log_in(client, authenticator)
-    from apiauth.authentication import load_tokens
+    from apiauth.tokenstore import load_tokens
 
     first = load_tokens(fresh(authenticator))
     time.sleep(2.1)
@@ -273,7 +273,7 @@ def test_a_rotated_refresh_token_replaces_the_old_one(client, login_authenticato
     provider = oidc_provider_factory(access_token_ttl=2)
     authenticator = login_authenticator("authorization_code_pkce", provider=provider)
     log_in(client, authenticator)
-    from apiauth.authentication import load_tokens
+    from apiauth.tokenstore import load_tokens
 
     first = load_tokens(fresh(authenticator))
     time.sleep(2.1)
@@ -289,7 +289,7 @@ def test_a_rejected_refresh_token_sets_need_to_login(client, login_authenticator
     provider = oidc_provider_factory(access_token_ttl=2)
     authenticator = login_authenticator(provider=provider)
     log_in(client, authenticator)
-    from apiauth.authentication import load_tokens
+    from apiauth.tokenstore import load_tokens
     import requests
 
     refresh = load_tokens(fresh(authenticator)).refresh_token

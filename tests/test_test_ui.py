@@ -8,6 +8,7 @@ from werkzeug import Response
 
 from apiauth.extensions import db
 from apiauth.models import Authenticator, TokenState
+from apiauth.tokenstore import load_tokens
 
 SECRET = "canary-key-9d1e"
 
@@ -189,4 +190,4 @@ def test_a_wrong_client_secret_fails_with_invalid_client_and_keeps_the_tokens(cl
     page = run_test(client, authenticator, "").get_data(as_text=True)
     assert "invalid_client" in page and "wrong-secret" not in page
     assert fresh(authenticator).status_reason == "invalid_client"
-    assert db.session.get(TokenState, authenticator.id) is None
+    assert load_tokens(fresh(authenticator)) is None

@@ -47,7 +47,7 @@ class TestOutcome:
     tokenset: TokenSet | None = None
 
 
-def _text(response: requests.Response) -> str:
+def response_text(response: requests.Response) -> str:
     """Return the response body as text, in its declared charset or else UTF-8."""
     try:
         return response.content.decode(response.encoding or "utf-8", errors="replace")
@@ -73,7 +73,7 @@ def _exchange(
         log.append(f"request failed: {error.reason}")
         return TestOutcome(succeeded=False, reason=error.reason, tokenset=tokenset)
     elapsed = round((time.monotonic() - started) * 1000)
-    body = _text(response)
+    body = response_text(response)
     size = len(response.content)
     log.append(f"response: {response.status_code} {response.reason} in {elapsed} ms, {size} bytes")
     reason = judge(config.conditions, response.status_code, response.headers, body)

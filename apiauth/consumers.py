@@ -1,0 +1,120 @@
+"""How other features use an authenticator: credentials to add, rejections reported, relayed calls.
+
+Each use records the authenticator's status and the consumer's name and time. To keep a
+busy credentials endpoint cheap, an unchanged status is written at most every few seconds.
+"""
+
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from sqlalchemy import update
+
+from .authentication import engine_config, outbound_policy
+from .engine.apply import apply_credentials, credentials_for
+from .engine.conditions import judge
+from .engine.outbound import OutboundError, send
+from .engine.redact import Redactor
+from .engine.testing import response_text
+from .engine.tokens import TokenError
+from .extensions import db
+from .models import Authenticator, utcnow
+from .tokenstore import expire_access_token, token_generation, usable_tokens
+
+RECORD_EVERY = timedelta(seconds=5)
+
+
+class ConsumerError(Exception):
+    """A use that failed; `code` is stable, `status` the HTTP status, `message` for people."""
+
+    def __init__(self, code, status, message, reason=""):
+        super().__init__(message)
+        self.code, self.status, self.message, self.reason = code, status, message, reason
+
+
+def record_use(authenticator, consumer, status, reason=""):
+    """Record a use's result and who used it; skip the write when nothing new would show."""
+    now = utcnow()
+    unchanged = (authenticator.status, authenticator.status_reason, authenticator.last_consumer) == (
+        status, reason, consumer
+    )
+    if unchanged and authenticator.last_used_at and now - authenticator.last_used_at < RECORD_EVERY:
+        return
+    db.session.execute(
+        update(Authenticator)
+        .where(Authenticator.id == authenticator.id)
+        .values(status=status, status_reason=reason[:200], status_updated_at=now, last_consumer=consumer, last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    db.session.expire(authenticator)
+
+
+def _success_status(config):
+    return "connected" if config.needs_login else "succeeded"
+
+
+def _tokens(authenticator, config, consumer, min_validity, log=lambda message: None):
+    """Return usable OAuth tokens (None for other methods), or raise the ConsumerError of their failure."""
+    if config.method != "oauth2":
+        return None
+    try:
+        return usable_tokens(authenticator, config, outbound_policy(), log, min_validity)
+    except TokenError as error:
+        if error.reason == "need_login":
+            record_use(authenticator, consumer, "need_login")
+            raise ConsumerError("need_login", 409, "An admin must log in to this authenticator first.") from None
+        record_use(authenticator, consumer, "failed", error.reason)
+        raise ConsumerError("token_error", 502, f"Getting a token failed: {error.reason}.", error.reason) from None
+
+
+def credentials(authenticator, consumer, min_validity=0):
+    """Return what to add to a request: headers, query parameters, and until when they hold."""
+    config = engine_config(authenticator)
+    tokens = _tokens(authenticator, config, consumer, min_validity)
+    record_use(authenticator, consumer, _success_status(config))
+    found = credentials_for(config, tokens)
+    return {
+        "headers": found.headers,
+        "query": found.query,
+        "expires_at": tokens.expires_at if tokens else None,
+        "generation": token_generation(authenticator) if tokens else None,
+    }
+
+
+def report(authenticator, consumer, status_code, generation=None):
+    """Take a consumer's word that a call was rejected: drop the cached token, record the result."""
+    config = engine_config(authenticator)
+    if status_code is None or status_code < 400:
+        record_use(authenticator, consumer, _success_status(config))
+        return {"dropped": False, "status": authenticator.status, "reason": authenticator.status_reason}
+    dropped = config.method == "oauth2" and expire_access_token(authenticator, generation)
+    db.session.commit()
+    record_use(authenticator, consumer, "failed", f"http_{status_code}")
+    return {"dropped": dropped, "status": "failed", "reason": f"http_{status_code}"}
+
+
+def relay(authenticator, consumer, method, url, headers, body):
+    """Send a consumer's request with the credentials applied; only to the allowed hosts."""
+    if not authenticator.allowed_hosts:
+        raise ConsumerError("relay_disabled", 403, "Relay is off for this authenticator: it lists no allowed hosts.")
+    host = (urlsplit(url).hostname or "").lower()
+    if host not in {allowed.lower() for allowed in authenticator.allowed_hosts}:
+        raise ConsumerError("host_not_allowed", 403, f"The host {host or '(none)'} is not among this authenticator's allowed hosts.")
+    config = engine_config(authenticator)
+    tokens = _tokens(authenticator, config, consumer, 0)
+    url, headers = apply_credentials(config, tokens, url, headers)
+    try:
+        response = send(outbound_policy(), method, url, headers=headers, body=body)
+    except OutboundError as error:
+        record_use(authenticator, consumer, "failed", error.reason)
+        raise ConsumerError(error.reason, 502, f"The relayed call failed: {error.reason}.", error.reason) from None
+    text = response_text(response)
+    reason = judge(config.conditions, response.status_code, response.headers, text)
+    record_use(authenticator, consumer, "failed" if reason else _success_status(config), reason or "")
+    # The response goes back whole (within the outbound size cap), credentials it echoes masked.
+    redactor = Redactor.for_config(config, tokens)
+    return {
+        "status_code": response.status_code,
+        "headers": [[name, redactor.redact(value)] for name, value in response.headers.items()],
+        "body": redactor.redact(text),
+    }
