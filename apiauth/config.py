@@ -45,6 +45,8 @@ def load_settings(instance_path, environ=None):
         "PANE_PAGE_SIZE": 20,
         # How long a worker may take to renew tokens before another takes over (seconds).
         "TOKEN_LEASE_SECONDS": 30.0,
+        # A failed renewal answers the calls that come this soon after it (seconds).
+        "TOKEN_FAILURE_HOLD_SECONDS": 2.0,
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

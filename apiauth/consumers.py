@@ -31,18 +31,23 @@ class ConsumerError(Exception):
         self.code, self.status, self.message, self.reason = code, status, message, reason
 
 
-def record_use(authenticator, consumer, status, reason=""):
-    """Record a use's result and who used it; skip the write when nothing new would show."""
+def record_use(authenticator, consumer, status=None, reason=""):
+    """Record who used an authenticator and when, and the use's result when it has one.
+
+    The write is skipped when nothing new would show: same result, same consumer, recently.
+    """
     now = utcnow()
-    unchanged = (authenticator.status, authenticator.status_reason, authenticator.last_consumer) == (
-        status, reason, consumer
-    )
-    if unchanged and authenticator.last_used_at and now - authenticator.last_used_at < RECORD_EVERY:
+    same_status = status is None or (authenticator.status, authenticator.status_reason) == (status, reason)
+    recent = authenticator.last_used_at and now - authenticator.last_used_at < RECORD_EVERY
+    if same_status and authenticator.last_consumer == consumer and recent:
         return
+    values = {"last_consumer": consumer, "last_used_at": now}
+    if status is not None:
+        values.update(status=status, status_reason=reason[:200], status_updated_at=now)
     db.session.execute(
         update(Authenticator)
         .where(Authenticator.id == authenticator.id)
-        .values(status=status, status_reason=reason[:200], status_updated_at=now, last_consumer=consumer, last_used_at=now)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
@@ -71,7 +76,8 @@ def credentials(authenticator, consumer, min_validity=0):
     """Return what to add to a request: headers, query parameters, and until when they hold."""
     config = engine_config(authenticator)
     tokens = _tokens(authenticator, config, consumer, min_validity)
-    record_use(authenticator, consumer, _success_status(config))
+    # A token issued is a result; a static key handed out proves nothing about the API.
+    record_use(authenticator, consumer, _success_status(config) if tokens else None)
     found = credentials_for(config, tokens)
     return {
         "headers": found.headers,

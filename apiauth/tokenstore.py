@@ -5,7 +5,8 @@ UPDATE and commits it before the token request, which runs without holding a dat
 connection. Everyone else waits and reads what the holder stores. Every write of tokens
 bumps a generation number and only lands on the generation it started from, so a holder
 whose lease expired (and was taken over) cannot overwrite newer tokens. A failed renewal is
-recorded on the row, so that those who waited share its failure instead of retrying.
+recorded on the row, so that those who waited (or come a moment later) share its failure
+instead of retrying.
 """
 
 import secrets
@@ -114,15 +115,21 @@ def expire_access_token(authenticator, generation=None):
     return db.session.execute(statement).rowcount == 1
 
 
-def _claim_lease(authenticator, holder, generation, now):
-    """Take the renewal lease if it is free (or expired) and the tokens unchanged; commit it."""
+def _claim_lease(authenticator, holder, generation, started, now):
+    """Take the renewal lease if it is free (or expired), the tokens unchanged, and no failure
+    recorded that this call should share (see _shares_failure); commit it."""
     _ensure_row(authenticator)
+    failure_shared_until = now - current_app.config["TOKEN_FAILURE_HOLD_SECONDS"]
     claimed = db.session.execute(
         update(TokenState)
         .where(
             TokenState.authenticator_id == authenticator.id,
             TokenState.generation == generation,
             or_(TokenState.lease_until.is_(None), TokenState.lease_until < now),
+            or_(
+                TokenState.failed_at.is_(None),
+                (TokenState.failed_at < started) & (TokenState.failed_at < failure_shared_until),
+            ),
         )
         .values(lease_holder=holder, lease_until=now + current_app.config["TOKEN_LEASE_SECONDS"])
         .execution_options(synchronize_session=False)
@@ -159,12 +166,12 @@ def usable_tokens(authenticator, config, policy, log, min_validity=0.0):
             db.session.commit()
             log("no tokens: an admin must log in")
             raise TokenError("need_login")
-        if state is not None and state.failed_at and state.failed_at >= started and state.lease_holder is None:
+        if _shares_failure(state, started, now):
             db.session.commit()
-            log(f"the renewal this call waited for failed: {state.failure_reason}")
+            log(f"the token renewal failed {now - state.failed_at:.1f} s ago: {state.failure_reason}")
             raise TokenError(state.failure_reason)
         generation = state.generation if state else 0
-        if _claim_lease(authenticator, holder, generation, now):
+        if _claim_lease(authenticator, holder, generation, started, now):
             return _renew(authenticator, config, policy, log, current, generation, holder, min_validity)
         if time.time() > deadline:
             raise TokenError("token_renewal_timeout")
@@ -173,6 +180,17 @@ def usable_tokens(authenticator, config, policy, log, min_validity=0.0):
             waited = True
         time.sleep(wait)
         wait = min(wait * 2, LONGEST_WAIT)
+
+
+def _shares_failure(state, started, now):
+    """Tell whether a call should take a recent failed renewal as its own answer.
+
+    It does when it waited for that renewal, or came within a moment after it: a failing
+    authorization server gets one request, not one per caller.
+    """
+    if state is None or not state.failed_at or state.lease_holder is not None:
+        return False
+    return state.failed_at >= started or now - state.failed_at < current_app.config["TOKEN_FAILURE_HOLD_SECONDS"]
 
 
 def _remaining(tokens, now):

@@ -8,15 +8,25 @@ from urllib.parse import urlsplit
 from .config import AuthConfig
 from .outbound import OutboundError, OutboundPolicy, send
 
-WELL_KNOWN = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
+# How deep into the endpoint's path an issuer may sit (e.g. /realms/NAME in Keycloak).
+MAX_ISSUER_DEPTH = 3
 
 
 def _candidates(config: AuthConfig) -> list[str]:
-    """Return the metadata URLs to try: each well-known path at the server's origin."""
+    """Return the metadata URLs to try, for an issuer at the origin or under a path prefix.
+
+    RFC 8414 puts the well-known part before the issuer's path; OpenID Connect after it.
+    """
     parts = urlsplit(config.auth_url or config.access_token_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return []
-    return [f"{parts.scheme}://{parts.netloc}{path}" for path in WELL_KNOWN]
+    origin = f"{parts.scheme}://{parts.netloc}"
+    segments = [segment for segment in parts.path.split("/") if segment][:MAX_ISSUER_DEPTH]
+    prefixes = [""] + ["/" + "/".join(segments[:depth]) for depth in range(len(segments), 0, -1)]
+    urls = []
+    for prefix in prefixes:
+        urls += [f"{origin}/.well-known/oauth-authorization-server{prefix}", f"{origin}{prefix}/.well-known/openid-configuration"]
+    return urls
 
 
 def _describes(metadata: dict, config: AuthConfig) -> bool:
