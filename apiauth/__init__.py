@@ -10,3 +10,10 @@ def create_app(config=None):
     from .app import create_app as create
 
     return create(config)
+
+
+def use(domain, name, consumer="in-process", **options):
+    """Return `auth=` for requests and httpx that uses an authenticator in this process (see apiauth.inprocess)."""
+    from .inprocess import use as use_in_process
+
+    return use_in_process(domain, name, consumer, **options)
