@@ -4,10 +4,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from .extensions import db
+from .tokenstore import load_tokens
 from .models import (
     SECRET_FIELDS,
     AuditEvent,
     Authenticator,
+    Domain,
     TokenState,
     utcnow,
 )
@@ -16,9 +18,10 @@ CONFIG_FIELDS = (
     "name", "description", "method", "key", "add_to", "username", "grant_type",
     "access_token_url", "auth_url", "client_id", "scope", "client_authentication",
     "code_challenge_method", "audience", "resource", "extra_params", "token_prefix", "conditions",
+    "allowed_hosts",
 )
 # Changing any of these invalidates the last authentication result.
-CREDENTIAL_FIELDS = set(CONFIG_FIELDS) - {"name", "description"} | set(SECRET_FIELDS)
+CREDENTIAL_FIELDS = set(CONFIG_FIELDS) - {"name", "description", "allowed_hosts"} | set(SECRET_FIELDS)
 # ...and these the stored tokens too: they were issued for other credentials.
 TOKEN_FIELDS = CREDENTIAL_FIELDS - {"conditions", "token_prefix", "key", "add_to"}
 
@@ -79,14 +82,20 @@ def _apply(authenticator, values, secrets):
     return changed
 
 
-def _reset_status(authenticator):
-    """Forget the last result: the credentials it was about are gone."""
-    authenticator.status = "need_login" if authenticator.uses_login else "not_tested"
+def _reset_status(authenticator, tokens_kept=False):
+    """Forget the last result: the credentials it was about changed.
+
+    A Login grant whose tokens still fit its configuration stays Connected.
+    """
+    if authenticator.uses_login:
+        authenticator.status = "connected" if tokens_kept else "need_login"
+    else:
+        authenticator.status = "not_tested"
     authenticator.status_reason = ""
     authenticator.status_updated_at = None
 
 
-def create_authenticator(domain, actor, values, secrets):
+def create_authenticator(domain, actor, values, secrets, action="created"):
     """Create an authenticator in a domain."""
     authenticator = Authenticator(domain_id=domain.id, name=values["name"], method=values["method"])
     db.session.add(authenticator)
@@ -94,7 +103,7 @@ def create_authenticator(domain, actor, values, secrets):
     _reset_status(authenticator)
     _stamp(authenticator, actor)
     db.session.flush()
-    record_event(authenticator, actor, "created", changed)
+    record_event(authenticator, actor, action, changed)
     db.session.commit()
     return authenticator
 
@@ -106,10 +115,11 @@ def update_authenticator(authenticator, actor, values, secrets, loaded_version):
     changed = _apply(authenticator, values, secrets)
     if not changed:
         return []
-    if CREDENTIAL_FIELDS.intersection(changed):
-        _reset_status(authenticator)
     if TOKEN_FIELDS.intersection(changed):
         db.session.execute(delete(TokenState).where(TokenState.authenticator_id == authenticator.id))
+        _reset_status(authenticator)
+    elif CREDENTIAL_FIELDS.intersection(changed):
+        _reset_status(authenticator, tokens_kept=load_tokens(authenticator) is not None)
     _stamp(authenticator, actor)
     try:
         db.session.flush()
@@ -127,16 +137,8 @@ def duplicate_authenticator(source, actor):
     values = {field: getattr(source, field) for field in CONFIG_FIELDS}
     values["name"] = _free_copy_name(source)
     secrets = {field: source.get_secret(field) for field in SECRET_FIELDS}
-    domain_id = source.domain_id
-    copy = Authenticator(domain_id=domain_id, name=values["name"], method=source.method)
-    db.session.add(copy)
-    changed = _apply(copy, values, secrets)
-    _reset_status(copy)
-    _stamp(copy, actor)
-    db.session.flush()
-    record_event(copy, actor, "duplicated", changed)
-    db.session.commit()
-    return copy
+    domain = db.session.get(Domain, source.domain_id)
+    return create_authenticator(domain, actor, values, secrets, action="duplicated")
 
 
 def delete_authenticator(authenticator, actor):
