@@ -9,7 +9,8 @@ from apiauth import create_app
 from apiauth.extensions import db
 from apiauth.models import Authenticator, Domain, Membership, User
 
-pytest_plugins = ["tests.support.oidc", "tests.support.password_server"]
+
+pytest_plugins = ["tests.support.oidc", "tests.support.password_server", "tests.support.postgres"]
 
 # The callback the Flask test client's app builds (its requests go to http://localhost/).
 TEST_CLIENT_CALLBACK = "http://localhost/oauth/callback"
@@ -42,15 +43,40 @@ class CsrfClient(FlaskClient):
         return match.group(1) or match.group(2)
 
 
+@pytest.fixture(scope="session")
+def schema_template(request, postgres_wanted):
+    """On PostgreSQL: the server, its template database holding the schema (None on SQLite)."""
+    if not postgres_wanted:
+        return None
+    server = request.getfixturevalue("postgres_server")
+    template_app = create_app({"SQLALCHEMY_DATABASE_URI": server.template_url, "SECRET_KEY": "x",
+                               "ENCRYPTION_KEYS": [TEST_KEY]})
+    with template_app.app_context():
+        db.create_all()
+        db.engine.dispose()
+    return server
+
+
 @pytest.fixture
-def app(tmp_path):
-    """An app on a fresh SQLite database in a temporary instance folder."""
+def database_url(tmp_path, schema_template):
+    """A fresh, empty database for one test: SQLite by default, PostgreSQL when asked for."""
+    if schema_template is None:
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    url = schema_template.new_database()
+    yield url
+    schema_template.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+@pytest.fixture
+def app(tmp_path, database_url):
+    """An app on a fresh database in a temporary instance folder."""
     app = create_app(
         {
             "INSTANCE_PATH": str(tmp_path / "instance"),
             "TESTING": True,
             "SECRET_KEY": "test-secret-key",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite3'}",
+            "SQLALCHEMY_DATABASE_URI": database_url,
             "ENCRYPTION_KEYS": [TEST_KEY],
             "OUTBOUND_ALLOW": ["127.0.0.0/8", "::1/128"],
         }

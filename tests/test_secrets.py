@@ -74,10 +74,14 @@ def test_no_page_partial_or_error_shows_a_secret(client, secret_authenticators, 
     assert_no_canary(caplog.text, "the logs")
 
 
-def test_the_database_file_holds_no_secret(app, secret_authenticators):
+def test_the_database_holds_no_secret(app, secret_authenticators, schema_template):
     db.session.remove()
     db.engine.dispose()
-    path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    if schema_template is not None:
+        assert_no_canary(schema_template.dump(url.rsplit("/", 1)[1]), "the database dump")
+        return
+    path = url.removeprefix("sqlite:///")
     with open(path, "rb") as file:
         assert_no_canary(file.read().decode("latin-1"), "the database file")
     connection = sqlite3.connect(path)
