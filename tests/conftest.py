@@ -57,15 +57,26 @@ def schema_template(request, postgres_wanted):
     return server
 
 
-@pytest.fixture
-def database_url(tmp_path, schema_template):
-    """A fresh, empty database for one test: SQLite by default, PostgreSQL when asked for."""
+def _database(tmp_path, schema_template, name, empty=False):
+    """Yield the URL of a new database for one test, dropped afterwards on PostgreSQL."""
     if schema_template is None:
-        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        yield f"sqlite:///{tmp_path / name}.sqlite3"
         return
-    url = schema_template.new_database()
+    url = schema_template.new_database("template0" if empty else schema_template.template_name)
     yield url
     schema_template.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(tmp_path, schema_template):
+    """A fresh database with the schema (made by the app fixture on SQLite): SQLite, or PostgreSQL when asked for."""
+    yield from _database(tmp_path, schema_template, "test")
+
+
+@pytest.fixture
+def empty_database_url(tmp_path, schema_template):
+    """A database without any table, on the database of this test session."""
+    yield from _database(tmp_path, schema_template, "empty", empty=True)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The migrations build, from empty, exactly the schema the models describe."""
+"""The migrations build, from empty, exactly the schema the models describe, on either database."""
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -10,9 +10,9 @@ from apiauth.extensions import db
 from .conftest import TEST_KEY
 
 
-def test_every_migration_applies_from_empty_and_matches_the_models(tmp_path):
+def test_every_migration_applies_from_empty_and_matches_the_models(tmp_path, empty_database_url):
     app = create_app({"INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "x", "ENCRYPTION_KEYS": [TEST_KEY],
-                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'migrated.sqlite3'}"})
+                      "SQLALCHEMY_DATABASE_URI": empty_database_url})
     with app.app_context():
         upgrade()
         with db.engine.connect() as connection:

@@ -61,6 +61,8 @@ class PostgresServer:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
         _as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-l", str(self.folder / "log"), "-w", "-o", options, "start"])
 
+    template_name = TEMPLATE
+
     @property
     def template_url(self):
         return self.url(TEMPLATE)
