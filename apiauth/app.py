@@ -31,9 +31,11 @@ def create_app(config=None):
     csrf.init_app(app)
 
     from . import auth, cli, keys
+    from .api import views as api
     from .editor import views as editor
     from .oauth import views as oauth
     from .pane import views as pane
+    from .service_tokens_ui import views as service_tokens
 
     keys.init_app(app)
     auth.init_app(app)
@@ -41,6 +43,10 @@ def create_app(config=None):
     app.register_blueprint(pane.bp)
     app.register_blueprint(editor.bp)
     app.register_blueprint(oauth.bp)
+    app.register_blueprint(service_tokens.bp)
+    app.register_blueprint(api.bp)
+    # The API authenticates each call by its bearer token, never by a cookie: no CSRF to forge.
+    csrf.exempt(api.bp)
     oauth.init_app(app)
     cli.init_app(app)
     _register_error_pages(app)
@@ -49,10 +55,14 @@ def create_app(config=None):
 
 
 def _register_error_pages(app):
-    """Render errors as pages of our own, rolling back a failed transaction."""
+    """Render errors as pages of our own (JSON in the API), rolling back a failed transaction."""
+    from .api import is_api_request
+    from .api.errors import http_error_response
 
     def error_page(error):
         db.session.rollback()
+        if is_api_request():
+            return http_error_response(error)
         code = getattr(error, "code", 500) or 500
         return render_template("error.html", code=code, error=error), code
 

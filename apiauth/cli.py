@@ -10,7 +10,18 @@ from flask import current_app
 from sqlalchemy import func, insert, select
 
 from .extensions import db
-from .models import AUTHORIZATION_CODE_GRANTS, Authenticator, Domain, Membership, User, secret_context, utcnow
+from .rotation import key_usage, rotate
+from .models import (
+    AUTHORIZATION_CODE_GRANTS,
+    SERVICE_TOKEN_SCOPES,
+    Authenticator,
+    Domain,
+    Membership,
+    User,
+    secret_context,
+    utcnow,
+)
+from .service_tokens import authenticators_named, create_service_token, token_name_taken
 
 
 def init_app(app):
@@ -19,6 +30,8 @@ def init_app(app):
     app.cli.add_command(domains)
     app.cli.add_command(users)
     app.cli.add_command(demo)
+    app.cli.add_command(tokens)
+    app.cli.add_command(keys)
 
 
 def _domain(name):
@@ -144,3 +157,68 @@ def _seed_row(domain_id, author_id, author_name, number):
         f"{secret_field}_encrypted": ring.encrypt(f"demo-{secrets.token_hex(8)}", secret_context(uid, secret_field)),
     }
     return row
+
+
+@click.group()
+def tokens():
+    """Manage service tokens."""
+
+
+@tokens.command("create")
+@click.option("--domain", "domain_name", required=True, help="The domain whose authenticators the token reaches.")
+@click.option("--name", required=True, help="Who uses the token, e.g. the service's name.")
+@click.option("--scope", type=click.Choice(list(SERVICE_TOKEN_SCOPES)), required=True,
+              help="use: get credentials and relay calls; manage: also create, edit, delete and test.")
+@click.option("--authenticator", "authenticator_names", multiple=True,
+              help="Limit the token to this authenticator; repeat for more. Default: all of the domain.")
+def create_token(domain_name, name, scope, authenticator_names):
+    """Create a service token and print it, once."""
+    domain = _domain(domain_name)
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise click.ClickException("The name must have 1 to 100 characters.")
+    if token_name_taken(domain.id, name):
+        raise click.ClickException(f"Domain {domain_name!r} already has a service token named {name!r}.")
+    found, missing = authenticators_named(domain.id, authenticator_names)
+    if missing:
+        raise click.ClickException(f"No authenticator named {', '.join(map(repr, missing))} in domain {domain_name!r}.")
+    _, plain = create_service_token(domain, name, scope, found, created_by="command line")
+    click.echo(f"Created service token {name} ({scope}) in domain {domain_name}.")
+    click.echo(f"Token (shown once): {plain}")
+
+
+@click.group()
+def keys():
+    """Encryption keys: usage and rotation."""
+
+
+def _echo_usage():
+    """Print how many stored values each key seals."""
+    ring = current_app.extensions["apiauth_keyring"]
+    usage = key_usage()
+    for key_id in ring.key_ids:
+        role = "first key: encrypts" if key_id == ring.primary_id else "old key: decrypts only"
+        click.echo(f"{key_id}  {usage.get(key_id, 0):>8} values  ({role})")
+    for key_id in sorted(set(usage) - set(ring.key_ids)):
+        click.echo(f"{key_id}  {usage[key_id]:>8} values  (NOT in APIAUTH_ENCRYPTION_KEYS)")
+    return usage
+
+
+@keys.command("status")
+def keys_status():
+    """Show how many stored values each key seals."""
+    _echo_usage()
+
+
+@keys.command("rotate")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
+def keys_rotate(batch_size):
+    """Re-encrypt every stored secret under the first key of APIAUTH_ENCRYPTION_KEYS."""
+    ring = current_app.extensions["apiauth_keyring"]
+    moved = rotate(batch_size, progress=lambda count: click.echo(f"re-encrypted {count} values so far"))
+    click.echo(f"Re-encrypted {moved} values under key {ring.primary_id}.")
+    remaining = {k: n for k, n in _echo_usage().items() if k != ring.primary_id}
+    if remaining:
+        click.echo("Values remain under old keys (changed during the run?): run the command again.")
+    else:
+        click.echo("No value remains under an old key: old keys may now be removed from APIAUTH_ENCRYPTION_KEYS.")

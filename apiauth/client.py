@@ -293,7 +293,7 @@ class Apiauth:
         """Have apiauth send a request with the credentials on it, to a host it allows; return the response.
 
         headers: a dict or (name, value) pairs. The answer: {"status_code", "headers" (pairs),
-        "body" (text, credentials masked), "body_truncated"}.
+        "body" (text, credentials masked)}.
         """
         pairs = headers.items() if isinstance(headers, dict) else headers
         return self._call(

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import update
 
 from .authentication import engine_config, outbound_policy
+from .editor.forms import normalize_host
 from .engine.apply import apply_credentials, credentials_for
 from .engine.conditions import judge
 from .engine.outbound import OutboundError, send
@@ -103,9 +104,11 @@ def relay(authenticator, consumer, method, url, headers, body):
     """Send a consumer's request with the credentials applied; only to the allowed hosts."""
     if not authenticator.allowed_hosts:
         raise ConsumerError("relay_disabled", 403, "Relay is off for this authenticator: it lists no allowed hosts.")
-    host = (urlsplit(url).hostname or "").lower()
-    if host not in {allowed.lower() for allowed in authenticator.allowed_hosts}:
-        raise ConsumerError("host_not_allowed", 403, f"The host {host or '(none)'} is not among this authenticator's allowed hosts.")
+    # Allowed hosts are stored normalized (lower case, punycode, bare IPv6): compare likewise.
+    host = normalize_host(urlsplit(url).hostname or "")
+    if host is None or host not in authenticator.allowed_hosts:
+        shown = urlsplit(url).hostname or "(none)"
+        raise ConsumerError("host_not_allowed", 403, f"The host {shown} is not among this authenticator's allowed hosts.")
     config = engine_config(authenticator)
     tokens = _tokens(authenticator, config, consumer, 0)
     url, headers = apply_credentials(config, tokens, url, headers)

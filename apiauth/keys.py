@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import inspect
 
 from .config import new_encryption_key
 from .crypto import KeyRing, KeyRingError
@@ -22,7 +22,12 @@ WRONG_KEY_MESSAGE = (
 def init_app(app):
     """Put the key ring in app.extensions; stop with a clear message if it can't open the data."""
     with app.app_context():
-        in_use = key_ids_in_use()
+        try:
+            in_use = key_ids_in_use()
+        finally:
+            # No connection opened at start-up outlives it (nor crosses a fork of the workers).
+            db.session.remove()
+            db.engine.dispose()
         keys = app.config["ENCRYPTION_KEYS"] or _instance_keys(app, in_use)
         ring = KeyRing(keys)
         unknown = in_use - set(ring.key_ids)
@@ -46,14 +51,6 @@ def _instance_keys(app, in_use):
 
 def key_ids_in_use():
     """Return the identifiers of every key that sealed a value stored in the database."""
-    from .models import encrypted_columns
+    from .rotation import key_usage
 
-    tables = inspect(db.engine).get_table_names()
-    found = set()
-    for column in encrypted_columns():
-        if column.table.name not in tables:
-            continue
-        key_id = func.substr(column, 4, 8)
-        found.update(db.session.scalars(select(key_id).where(column.isnot(None)).distinct()))
-    db.session.remove()
-    return found
+    return set(key_usage(only_tables=set(inspect(db.engine).get_table_names())))

@@ -23,7 +23,7 @@ from .engine.login import start_login
 from .engine.metadata import discover_metadata
 from .engine.tokens import TokenError, exchange_code, revoke_token
 from .extensions import db
-from .models import Authenticator, LoginAttempt, utcnow
+from .models import Authenticator, LoginAttempt, utcnow, verifier_context
 from .services import record_event
 
 LOGIN_LIFETIME = timedelta(minutes=10)
@@ -62,10 +62,6 @@ def _session_binding():
     return _digest(session[SESSION_KEY])
 
 
-def _verifier_context(state_hash):
-    return f"login:{state_hash}:code_verifier"
-
-
 def begin_login(authenticator, user, redirect_uri, popup, return_to):
     """Record a Login attempt and return the provider URL to send the user to."""
     config = engine_config(authenticator)
@@ -80,7 +76,7 @@ def begin_login(authenticator, user, redirect_uri, popup, return_to):
             user_id=user.id,
             session_binding=_session_binding(),
             code_verifier_encrypted=(
-                ring.encrypt(start.code_verifier, _verifier_context(state_hash)) if start.code_verifier else None
+                ring.encrypt(start.code_verifier, verifier_context(state_hash)) if start.code_verifier else None
             ),
             redirect_uri=redirect_uri,
             expected_issuer=metadata.get("issuer", ""),
@@ -155,7 +151,7 @@ def _exchange(authenticator, attempt, code):
     verifier = None
     if attempt.code_verifier_encrypted:
         ring = current_app.extensions["apiauth_keyring"]
-        verifier = ring.decrypt(attempt.code_verifier_encrypted, _verifier_context(attempt.state_hash))
+        verifier = ring.decrypt(attempt.code_verifier_encrypted, verifier_context(attempt.state_hash))
     try:
         tokens = exchange_code(config, code, attempt.redirect_uri, verifier, outbound_policy(), current_app.logger.info)
     except TokenError as error:

@@ -88,6 +88,11 @@ def secret_context(uid, field):
     return f"authenticator:{uid}:{field}"
 
 
+def verifier_context(state_hash):
+    """Name the Login attempt a sealed PKCE verifier belongs to."""
+    return f"login:{state_hash}:code_verifier"
+
+
 class Authenticator(db.Model):
     __tablename__ = "authenticators"
     __table_args__ = (
@@ -308,13 +313,5 @@ class AuditEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
-TOKEN_FIELDS = ("access_token", "refresh_token")
-
-
-def encrypted_columns():
-    """Every column that holds a ciphertext, for key checks and rotation."""
-    return [
-        *(Authenticator.__table__.c[f"{field}_encrypted"] for field in SECRET_FIELDS),
-        *(TokenState.__table__.c[f"{field}_encrypted"] for field in TOKEN_FIELDS),
-        LoginAttempt.__table__.c.code_verifier_encrypted,
-    ]
+# The token fields kept encrypted in token_states.
+TOKEN_SECRETS = ("access_token", "refresh_token")

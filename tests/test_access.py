@@ -1,23 +1,43 @@
-"""Every route is gated on the Domain Management privilege of the current domain."""
+"""Every route is gated: the portal's on the Domain Management privilege, the API's on a service token."""
 
 import pytest
 
 from apiauth.access import GATE_ATTRIBUTE
+from apiauth.api import URL_PREFIX
+from apiauth.api.gate import GATE_ATTRIBUTE as API_GATE_ATTRIBUTE
 
 from .conftest import sign_in
 
 # Routes that must stay reachable without the privilege.
-UNGATED = {"auth.login", "auth.logout", "auth.health", "static", "oauth.callback"}
+UNGATED = {"auth.login", "auth.logout", "auth.health", "auth.livez", "static", "oauth.callback"}
+# API routes that answer without a token.
+API_PUBLIC = {"api.openapi"}
 
 
-def gated_routes(app, object_id=1):
-    """Every (endpoint, method, URL) of the URL map but the ungated ones, ids set to object_id."""
+def is_api(endpoint):
+    return endpoint.startswith("api.")
+
+
+def routes(app, object_id=1):
+    """Every (endpoint, method, URL) of the URL map, ids set to object_id."""
     for rule in app.url_map.iter_rules():
-        if rule.endpoint in UNGATED:
-            continue
         url = rule.build({arg: object_id for arg in rule.arguments}, append_unknown=False)[1]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield rule.endpoint, method, url
+
+
+def gated_routes(app, object_id=1):
+    """Every route of the portal but the ungated ones."""
+    for endpoint, method, url in routes(app, object_id):
+        if endpoint not in UNGATED and not is_api(endpoint):
+            yield endpoint, method, url
+
+
+def api_routes(app, object_id=1):
+    """Every route of the API but the public ones."""
+    for endpoint, method, url in routes(app, object_id):
+        if is_api(endpoint) and endpoint not in API_PUBLIC:
+            yield endpoint, method, url
 
 
 def request(client, method, url, **kwargs):
@@ -28,9 +48,28 @@ def test_every_view_but_the_ungated_ones_carries_the_gate(app):
     ungated = [
         endpoint
         for endpoint, view in app.view_functions.items()
-        if endpoint not in UNGATED and not getattr(view, GATE_ATTRIBUTE, False)
+        if endpoint not in UNGATED and not is_api(endpoint) and not getattr(view, GATE_ATTRIBUTE, False)
     ]
     assert ungated == []
+
+
+def test_every_api_view_but_the_public_ones_carries_the_token_gate_and_no_other(app):
+    api_views = {endpoint: view for endpoint, view in app.view_functions.items() if is_api(endpoint)}
+    assert {rule.endpoint for rule in app.url_map.iter_rules() if rule.rule.startswith(URL_PREFIX)} == set(api_views)
+    ungated = [e for e, view in api_views.items() if e not in API_PUBLIC and not getattr(view, API_GATE_ATTRIBUTE, None)]
+    assert ungated == []
+    assert [e for e, view in api_views.items() if getattr(view, GATE_ATTRIBUTE, False)] == []
+
+
+@pytest.mark.parametrize("who", ["anonymous", "client"], ids=["anonymous", "signed-in admin without a token"])
+def test_every_api_route_answers_401_json_without_a_token(app, request, who):
+    caller = request.getfixturevalue(who)
+    for endpoint, method, url in api_routes(app):
+        response = caller.open(url, method=method, json={})
+        assert response.status_code == 401, (endpoint, method)
+        assert response.is_json, (endpoint, method)
+        assert response.get_json()["error"] == "unauthorized", (endpoint, method)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), endpoint
 
 
 def test_anonymous_visitors_are_sent_to_sign_in_everywhere(app, anonymous):

@@ -1,5 +1,6 @@
 """One WTForms form per method, sharing the name, description and failure conditions."""
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from ..authentication import parse_headers
 from ..engine.testing import TestRequest
@@ -38,6 +39,7 @@ CLIENT_AUTHENTICATIONS = {
     "none": "None: public client (client_id only)",
 }
 PARAM_TARGETS = {"authorization": "Authorization request", "token": "Token request"}
+HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
 def choices(labels):
@@ -64,6 +66,35 @@ def _float(value):
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def normalize_host(text):
+    """Return a host name in lower-case ASCII, or an IP address, as a URL would carry it; None if it is neither."""
+    candidate = text.strip().lower().removesuffix(".")
+    try:
+        return str(ipaddress.ip_address(candidate.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        pass
+    try:
+        name = candidate.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    labels = name.split(".")
+    # An all-digit last label would make a mistyped IP address pass as a name.
+    if len(name) > 253 or labels[-1].isdigit() or not all(HOST_LABEL.fullmatch(label) for label in labels):
+        return None
+    return name
+
+
+class LineListField(TextAreaField):
+    """Items typed one per line, kept as a list."""
+
+    def _value(self):
+        return "\n".join(self.data or [])
+
+    def process_formdata(self, valuelist):
+        if valuelist:
+            self.data = [line.strip() for line in (valuelist[0] or "").splitlines() if line.strip()]
 
 
 class ConditionForm(Form):
@@ -101,11 +132,15 @@ class AuthenticatorForm(FlaskForm):
     method = SelectField("Method", choices=choices(METHODS))
     name = StringField(
         "Name",
-        validators=[InputRequired("Give the authenticator a name."), Length(max=100)],
+        # DataRequired: it judges the name after stripping, so that blanks alone are no name.
+        validators=[DataRequired("Give the authenticator a name."), Length(max=100)],
         filters=[lambda value: value.strip() if value else value],
     )
     description = TextAreaField("Description", validators=[Length(max=5000)])
     conditions = FieldList(FormField(ConditionForm), label="Failure conditions")
+    allowed_hosts = LineListField(
+        "Allowed hosts (relay)", default=list, validators=[Length(max=100, message="List at most 100 hosts.")]
+    )
     version = HiddenField()
 
     def __init__(self, *args, stored_secrets=(), name_taken=None, **kwargs):
@@ -116,6 +151,14 @@ class AuthenticatorForm(FlaskForm):
     def validate_name(self, field):
         if self._name_taken and field.data and self._name_taken(field.data):
             raise ValidationError("Another authenticator in this domain already has this name.")
+
+    def validate_allowed_hosts(self, field):
+        for host in field.data or []:
+            if normalize_host(host) is None:
+                raise ValidationError(
+                    f"“{host}” is not a host name: enter one host per line, "
+                    "such as api.example.com, without scheme, port or path."
+                )
 
     def require_secret(self, field, message):
         """Fail a secret field that is blank and has no stored value to keep."""
@@ -129,6 +172,7 @@ class AuthenticatorForm(FlaskForm):
             "description": self.description.data or "",
             "method": self.method_name,
             "conditions": [_condition_values(entry.form) for entry in self.conditions],
+            "allowed_hosts": list(dict.fromkeys(normalize_host(host) for host in self.allowed_hosts.data or [])),
         }
         values.update(self.method_values())
         return values
@@ -220,8 +264,12 @@ class OAuth2Form(AuthenticatorForm):
             self.require_secret(field, "Enter the client secret, or choose client authentication None.")
 
     def validate_client_authentication(self, field):
-        if field.data == "none" and self.grant_type.data == "client_credentials":
+        if field.data != "none":
+            return
+        if self.grant_type.data == "client_credentials":
             raise ValidationError("The client credentials grant needs the client to authenticate.")
+        if self.grant_type.data == "authorization_code":
+            raise ValidationError("A public client must use Authorization Code with PKCE (RFC 9700).")
 
     def validate_username(self, field):
         if self.grant_type.data == "password" and not field.data:
