@@ -41,7 +41,6 @@ def load_settings(instance_path, environ=None):
         "ENCRYPTION_KEY_FILE": str(Path(instance_path) / "encryption_keys"),
         "PUBLIC_URL": (env.get("APIAUTH_PUBLIC_URL") or "").rstrip("/"),
         "OUTBOUND_ALLOW": _split(env.get("APIAUTH_OUTBOUND_ALLOW")),
-        "FRAME_ANCESTORS": env.get("APIAUTH_FRAME_ANCESTORS") or "'self'",
         "PANE_PAGE_SIZE": 20,
         # How long a worker may take to renew tokens before another takes over (seconds).
         "TOKEN_LEASE_SECONDS": 30.0,
