@@ -80,6 +80,12 @@ def health():
     return {"status": "ok"}
 
 
+@bp.route("/livez")
+def livez():
+    """Answer that the process serves requests, without touching the database."""
+    return {"status": "ok"}
+
+
 @bp.route("/")
 @domain_management_required
 def root():
