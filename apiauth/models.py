@@ -265,7 +265,7 @@ class ServiceToken(db.Model):
     def may_use(self, authenticator):
         """Tell whether this token reaches an authenticator of its domain."""
         return authenticator.domain_id == self.domain_id and (
-            not self.authenticators or authenticator in self.authenticators
+            not self.authenticators or authenticator.id in {allowed.id for allowed in self.authenticators}
         )
 
 

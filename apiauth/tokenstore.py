@@ -55,8 +55,8 @@ def load_tokens(authenticator):
 
 
 def token_generation(authenticator):
-    """Return the generation of the stored tokens (0 before any)."""
-    state = _read_state(authenticator)
+    """Return the generation of the tokens last read or written (0 before any)."""
+    state = db.session.get(TokenState, authenticator.id)
     return state.generation if state else 0
 
 
@@ -158,7 +158,6 @@ def usable_tokens(authenticator, config, policy, log, min_validity=0.0):
         state = _read_state(authenticator)
         current, now = _decrypt(authenticator, state), time.time()
         if current is not None and not needs_renewal(current, now + min_validity):
-            db.session.commit()
             if not waited:
                 log(f"token reused: valid for {_remaining(current, now)}")
             return current
