@@ -12,6 +12,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .extensions import db
 
 
+# The largest value of an Integer column (ids, generations) on every database we support:
+# a larger id in a URL finds nothing rather than overflowing PostgreSQL's int4.
+LARGEST_ID = 2**31 - 1
+
+
 def utcnow():
     """Return the current time in UTC, without tzinfo, as every timestamp is stored."""
     return datetime.now(UTC).replace(tzinfo=None)

@@ -132,3 +132,7 @@ def test_an_htmx_post_with_the_csrf_header_is_accepted(client, make_authenticato
         headers={"HX-Request": "true", "X-CSRFToken": token},
     )
     assert response.status_code == 302
+
+
+def test_an_id_too_large_for_the_database_is_not_found(client):
+    assert client.get(f"/authenticators/{2**40}/edit").status_code == 404

@@ -5,7 +5,7 @@ import functools
 from flask import g, request
 
 from ..extensions import db
-from ..models import Authenticator
+from ..models import LARGEST_ID, Authenticator
 from ..service_tokens import record_token_use, token_for_bearer
 from .errors import MESSAGES, ApiError
 
@@ -13,7 +13,6 @@ GATE_ATTRIBUTE = "service_token_gate"
 # What each scope may do: `manage` includes `use`.
 SCOPES_ALLOWED = {"use": {"use", "manage"}, "manage": {"manage"}}
 # The largest id a database column holds; a larger one would fail in the driver.
-LARGEST_ID = 2**63 - 1
 
 
 def service_token_required(scope):

@@ -23,7 +23,8 @@ from .bodies import (
     test_request_form,
 )
 from .errors import ApiError, ValidationFailed, error_response, http_error_response
-from .gate import LARGEST_ID, current_service_token, get_authenticator, service_token_required
+from ..models import LARGEST_ID
+from .gate import current_service_token, get_authenticator, service_token_required
 from .openapi import openapi_document
 
 bp = Blueprint("api", __name__, url_prefix=URL_PREFIX)
