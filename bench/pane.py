@@ -29,6 +29,7 @@ from sqlalchemy import event
 from apiauth import create_app
 from apiauth.config import new_encryption_key
 from apiauth.extensions import db
+from bench.support import write_section
 
 SMALL, LARGE = 10, 10_000
 MAX_RATIO = 1.5
@@ -223,22 +224,6 @@ def section(figures, command, started, load, seconds):
     return "\n".join(lines) + "\n"
 
 
-def write_section(path, text):
-    """Put the section into the file, replacing the previous run's section if there is one."""
-    old = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nFigures written by the benchmarks under `bench/` (see bench/README.md); "
-        "each section is replaced by the next run of its benchmark.\n"
-    )
-    if SECTION_START in old and SECTION_END in old:
-        before, rest = old.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        new = before + text + ("\n" + after if after else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 def print_sql(figures):
     """Print the statements of the first request of every variant at every size."""
     for (variant, size), statements in figures.sql.items():
@@ -276,7 +261,7 @@ def main(argv=None):
     print(text)
     if options.sql:
         print_sql(figures)
-    write_section(options.output, text)
+    write_section(options.output, text, SECTION_START, SECTION_END)
     print(f"Wrote {options.output}.")
     return 0 if all(figures.passes(variant) for variant in VARIANTS) else 1
 
