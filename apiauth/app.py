@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from flask import Flask, g, render_template, url_for
+from flask import Flask, abort, g, render_template, request, url_for
 
 from .config import load_settings
 from .extensions import csrf, db, login_manager, migrate
@@ -51,7 +51,15 @@ def create_app(config=None):
     cli.init_app(app)
     _register_error_pages(app)
     _register_template_helpers(app)
+    app.before_request(refuse_nul_characters)
     return app
+
+
+def refuse_nul_characters():
+    """Refuse form fields with a NUL character: no database stores it (PostgreSQL fails on it)."""
+    values = [*request.args.values(), *(request.form.values() if request.method == "POST" else ())]
+    if any("\x00" in value for value in values):
+        abort(400, "A field contains a NUL character, which cannot be stored. Remove it and try again.")
 
 
 def _register_error_pages(app):

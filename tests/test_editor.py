@@ -282,3 +282,10 @@ def test_conditions_and_extra_parameters_are_saved(client):
     page, _ = edit_form(client, authenticator)
     assert field_value(page, "conditions-1-name") == "X-Error"
     assert field_value(page, "extra_params-0-value") == "acme"
+
+
+def test_a_nul_character_is_refused_with_a_clear_message(client):
+    response = client.post("/authenticators", data={**API_KEY_FORM, "name": "Wea\x00ther"})
+    assert response.status_code == 400
+    assert "A field contains a NUL character" in response.get_data(as_text=True)
+    assert db.session.scalar(db.select(db.func.count(Authenticator.id))) == 0
