@@ -5,8 +5,7 @@ import functools
 from flask import abort, g, redirect, request, session, url_for
 from flask_login import current_user
 
-from .extensions import db
-from .models import LARGEST_ID, Authenticator, Domain
+from .models import Authenticator, Domain, find
 
 GATE_ATTRIBUTE = "domain_management_gate"
 
@@ -60,7 +59,7 @@ def domain_management_required(view):
 
 def get_authenticator(authenticator_id):
     """Return an authenticator of the current domain, or answer 404."""
-    authenticator = db.session.get(Authenticator, authenticator_id) if authenticator_id <= LARGEST_ID else None
+    authenticator = find(Authenticator, authenticator_id)
     if authenticator is None or authenticator.domain_id != current_domain().id:
         abort(404)
     return authenticator
@@ -68,7 +67,7 @@ def get_authenticator(authenticator_id):
 
 def switch_domain(domain_id):
     """Make a domain current for this session, if the user manages it."""
-    domain = db.session.get(Domain, domain_id) if domain_id and domain_id <= LARGEST_ID else None
+    domain = find(Domain, domain_id)
     if domain is None or not current_user.manages(domain.id):
         abort(403)
     session["domain_id"] = domain.id

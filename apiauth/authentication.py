@@ -3,14 +3,13 @@
 import hashlib
 import hmac
 import json
-import time
 from dataclasses import asdict, replace
 
 from flask import current_app
 from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import update
 
-from .engine.config import AuthConfig, Condition, TokenSet
+from .engine.config import AuthConfig, Condition
 from .engine.outbound import OutboundPolicy
 from .engine.testing import TestOutcome, run_test
 from .extensions import db

@@ -17,6 +17,13 @@ from .extensions import db
 LARGEST_ID = 2**31 - 1
 
 
+def find(model, row_id):
+    """Return the row of a model with this id, or None, also for ids no Integer column holds."""
+    if row_id is None or not 0 <= row_id <= LARGEST_ID:
+        return None
+    return db.session.get(model, row_id)
+
+
 def utcnow():
     """Return the current time in UTC, without tzinfo, as every timestamp is stored."""
     return datetime.now(UTC).replace(tzinfo=None)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import event, exists, func, or_, select, update
 
 from .extensions import db
-from .models import LARGEST_ID, Authenticator, ServiceToken, service_token_authenticators, utcnow
+from .models import Authenticator, ServiceToken, find, service_token_authenticators, utcnow
 
 # Marks our tokens, so that secret scanners and people recognise a leaked one.
 TOKEN_MARK = "apiauth_"
@@ -51,7 +51,7 @@ def domain_tokens(domain_id):
 
 def get_domain_token(domain_id, token_id):
     """Return a service token of a domain, or None."""
-    token = db.session.get(ServiceToken, token_id) if token_id <= LARGEST_ID else None
+    token = find(ServiceToken, token_id)
     return token if token is not None and token.domain_id == domain_id else None
 
 

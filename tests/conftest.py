@@ -10,7 +10,12 @@ from apiauth.extensions import db
 from apiauth.models import Authenticator, Domain, Membership, User
 
 
-pytest_plugins = ["tests.support.oidc", "tests.support.password_server", "tests.support.postgres"]
+pytest_plugins = [
+    "tests.support.oidc",
+    "tests.support.password_server",
+    "tests.support.postgres",
+    "tests.support.consumers",
+]
 
 # The callback the Flask test client's app builds (its requests go to http://localhost/).
 TEST_CLIENT_CALLBACK = "http://localhost/oauth/callback"

@@ -9,19 +9,7 @@ import apiauth.inprocess
 from apiauth.client import ApiauthError
 from apiauth.extensions import db
 from apiauth.models import Authenticator, Domain
-from tests.test_client import (  # noqa: F401 (fixtures)
-    LIBRARIES,
-    api_key_header,
-    api_key_query,
-    basic,
-    bearer_token,
-    call,
-    not_connected,
-    oauth,
-    revoke,
-    third_party,
-    token_is_active,
-)
+from tests.support.consumers import LIBRARIES, bearer_token, call, revoke, token_is_active
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from apiauth import create_app
 from apiauth.crypto import KeyRing
 from apiauth.engine.config import TokenSet
 from apiauth.extensions import db
-from apiauth.models import Authenticator, Domain
+from apiauth.models import Authenticator
 from apiauth.rotation import key_usage, rotate, sealed_columns
 from apiauth.tokenstore import load_tokens, store_tokens
 

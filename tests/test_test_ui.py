@@ -151,7 +151,7 @@ def test_the_editor_refuses_to_test_an_invalid_form(client, make_authenticator):
 
 
 def test_the_pane_picks_up_status_changes_made_elsewhere(client, make_authenticator, api):
-    first = make_authenticator("First", secrets={"value": SECRET})
+    make_authenticator("First", secrets={"value": SECRET})
     second = make_authenticator("Second", secrets={"value": SECRET})
     pane = client.get("/authenticators").get_data(as_text=True)
     poll_url = re.search(r'id="status-poller" hidden hx-get="([^"]+)"', pane).group(1).replace("&amp;", "&")

@@ -4,8 +4,7 @@ import functools
 
 from flask import g, request
 
-from ..extensions import db
-from ..models import LARGEST_ID, Authenticator
+from ..models import Authenticator, find
 from ..service_tokens import record_token_use, token_for_bearer
 from .errors import MESSAGES, ApiError
 
@@ -52,7 +51,7 @@ def current_service_token():
 def get_authenticator(authenticator_id):
     """Return an authenticator the token reaches: 404 in another domain, 403 outside its list."""
     token = current_service_token()
-    authenticator = db.session.get(Authenticator, authenticator_id) if authenticator_id <= LARGEST_ID else None
+    authenticator = find(Authenticator, authenticator_id)
     if authenticator is None or authenticator.domain_id != token.domain_id:
         raise ApiError(404, "not_found", "There is no authenticator with this id in this token's domain.")
     if not token.may_use(authenticator):

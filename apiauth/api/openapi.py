@@ -11,7 +11,7 @@ from ..editor.forms import (
 from ..models import GRANT_TYPES, METHODS, STATUSES
 from .bodies import METHOD_FIELDS
 from .errors import ERROR_CODES
-from .gate import LARGEST_ID
+from ..models import LARGEST_ID
 
 TEXT = {"type": "string"}
 TIME = {"type": ["string", "null"], "format": "date-time"}
