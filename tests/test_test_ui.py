@@ -191,3 +191,12 @@ def test_a_wrong_client_secret_fails_with_invalid_client_and_keeps_the_tokens(cl
     assert "invalid_client" in page and "wrong-secret" not in page
     assert fresh(authenticator).status_reason == "invalid_client"
     assert load_tokens(fresh(authenticator)) is None
+
+
+def test_a_long_response_body_is_cut_with_a_note(client, make_authenticator, httpserver):
+    httpserver.expect_request("/v1/export").respond_with_data("x" * 30_000)
+    authenticator = make_authenticator("Key", secrets={"value": SECRET})
+    page = run_test(client, authenticator, httpserver.url_for("/v1/export")).get_data(as_text=True)
+    body = re.search(r'<pre class="response-body">(x*)</pre>', page).group(1)
+    assert len(body) == 20_000
+    assert "The body was cut to its first 20,000 characters." in page
