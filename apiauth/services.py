@@ -119,7 +119,10 @@ def update_authenticator(authenticator, actor, values, secrets, loaded_version):
         db.session.execute(delete(TokenState).where(TokenState.authenticator_id == authenticator.id))
         _reset_status(authenticator)
     elif CREDENTIAL_FIELDS.intersection(changed):
-        _reset_status(authenticator, tokens_kept=load_tokens(authenticator) is not None)
+        # Flush the edit only below, where a concurrent save is caught as a conflict.
+        with db.session.no_autoflush:
+            tokens_kept = load_tokens(authenticator) is not None
+        _reset_status(authenticator, tokens_kept=tokens_kept)
     _stamp(authenticator, actor)
     try:
         db.session.flush()
