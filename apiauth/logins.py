@@ -17,6 +17,7 @@ from datetime import timedelta
 from flask import current_app, session
 from sqlalchemy import update
 
+from .audit.events import record_event
 from .authentication import engine_config, outbound_policy, record_status
 from .tokenstore import load_tokens, store_tokens
 from .engine.login import start_login
@@ -24,7 +25,6 @@ from .engine.metadata import discover_metadata
 from .engine.tokens import TokenError, exchange_code, revoke_token
 from .extensions import db
 from .models import Authenticator, LoginAttempt, utcnow, verifier_context
-from .services import record_event
 
 LOGIN_LIFETIME = timedelta(minutes=10)
 SESSION_KEY = "login_binding"
@@ -86,6 +86,7 @@ def begin_login(authenticator, user, redirect_uri, popup, return_to):
             expires_at=utcnow() + LOGIN_LIFETIME,
         )
     )
+    record_event("login started", user.username, authenticator=authenticator)
     db.session.commit()
     return start.url
 
@@ -137,10 +138,10 @@ def complete_login(attempt, args, user):
         result.succeeded = not result.reason
     if result.succeeded:
         record_status(authenticator, "connected")
-        record_event(authenticator, user, "logged in")
+        record_event("logged in", user.username, authenticator=authenticator)
     else:
         record_status(authenticator, "failed", result.reason)
-        record_event(authenticator, user, "login failed")
+        record_event("login failed", user.username, authenticator=authenticator, detail=result.reason)
     db.session.commit()
     return result
 
@@ -172,5 +173,5 @@ def disconnect(authenticator, user):
                     revoke_token(config, endpoint, token, hint, outbound_policy(), current_app.logger.info)
     store_tokens(authenticator, None)
     record_status(authenticator, "need_login")
-    record_event(authenticator, user, "disconnected")
+    record_event("disconnected", user.username, authenticator=authenticator)
     db.session.commit()
