@@ -18,7 +18,7 @@ from flask import current_app, session
 from sqlalchemy import update
 
 from .audit.events import record_event
-from .authentication import engine_config, outbound_policy, record_status
+from .authentication import engine_config, outbound_policy, record_status, redact_secrets
 from .tokenstore import load_tokens, store_tokens
 from .engine.login import start_login
 from .engine.metadata import discover_metadata
@@ -131,7 +131,8 @@ def complete_login(attempt, args, user):
     result = LoginResult(authenticator, succeeded=False, popup=attempt.popup, return_to=attempt.return_to)
     if "error" in args:
         code = args["error"]
-        result.reason = code if ERROR_CODE.fullmatch(code) else "login_error"
+        # From the provider's redirect, which anyone can forge: it may echo the client secret.
+        result.reason = redact_secrets(authenticator, code) if ERROR_CODE.fullmatch(code) else "login_error"
         result.description = args.get("error_description", "")[:300]
     else:
         result.reason, result.description = _exchange(authenticator, attempt, args.get("code", ""))

@@ -80,13 +80,14 @@ def _refusal(attempt, now):
 
 
 def _oldest_failure_within_limit(column, value, allowed, attempt, now):
-    """Return when the allowed-th latest failure before this attempt happened, or None if there are fewer.
+    """Return when the allowed-th latest other failure happened, or None if there are fewer.
 
-    The attempt may go ahead once that failure leaves the window.
+    Others still being checked count too: concurrent attempts may all be refused, never all
+    let through. The attempt may go ahead once that failure leaves the window.
     """
     return db.session.scalar(
         select(SignInFailure.failed_at)
-        .where(column == value, SignInFailure.failed_at > now - _window(), SignInFailure.id < attempt.id)
+        .where(column == value, SignInFailure.failed_at > now - _window(), SignInFailure.id != attempt.id)
         .order_by(SignInFailure.failed_at.desc(), SignInFailure.id.desc())
         .offset(allowed - 1)
         .limit(1)

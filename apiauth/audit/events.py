@@ -2,7 +2,6 @@
 
 from flask import has_request_context, request
 
-from ..engine.redact import Redactor
 from ..extensions import db
 from ..models import AuditEvent
 
@@ -49,8 +48,7 @@ def record_event(action, actor, *, authenticator=None, domain_id=None, changes=(
 
 def _redacted(authenticator, text):
     """Mask an authenticator's secrets and stored tokens in text."""
-    # Imported here: authentication and tokenstore record events themselves.
-    from ..authentication import engine_config
-    from ..tokenstore import load_tokens
+    # Imported here: authentication (through tokenstore) records events itself.
+    from ..authentication import redact_secrets
 
-    return Redactor.for_config(engine_config(authenticator), load_tokens(authenticator)).redact(text)
+    return redact_secrets(authenticator, text)
