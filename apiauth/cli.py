@@ -220,7 +220,7 @@ def keys_rotate(batch_size):
     click.echo(f"Re-encrypted {moved} values under key {ring.primary_id}.")
     remaining = {k: n for k, n in _echo_usage().items() if k != ring.primary_id}
     record_event("keys rotated", COMMAND_LINE, detail=(
-        f"{moved} values re-encrypted under key {ring.primary_id}; {sum(remaining.values())} remain under old keys"))
+        f"values re-encrypted under key {ring.primary_id}: {moved}; left under old keys: {sum(remaining.values())}"))
     db.session.commit()
     if remaining:
         click.echo("Values remain under old keys (changed during the run?): run the command again.")

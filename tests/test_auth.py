@@ -11,7 +11,6 @@ import requests
 from apiauth import create_app
 from apiauth.extensions import db
 from apiauth.models import Domain, SignInFailure
-
 from bench.support import Gunicorn, app_environment, flask_command
 
 from .conftest import CSRF_PATTERN, PASSWORD, sign_in
