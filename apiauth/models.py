@@ -356,7 +356,7 @@ class SignInFailure(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # SHA-256 of the user name as typed, case-folded: people type passwords into that field.
+    # HMAC-SHA-256 of the user name as typed, case-folded: people type passwords into that field.
     user_key: Mapped[str] = mapped_column(String(64))
     address: Mapped[str] = mapped_column(String(64))
     failed_at: Mapped[datetime] = mapped_column()

@@ -8,6 +8,7 @@ the window are pruned, so the real user is never locked out beyond it.
 """
 
 import hashlib
+import hmac
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,8 +33,13 @@ class Refusal:
 
 
 def user_key(username):
-    """Return the key failures of a user name are counted under: its digest, never the name."""
-    return hashlib.sha256(username.strip().casefold().encode()).hexdigest()
+    """Return the key failures of a user name are counted under: a keyed digest, never the name.
+
+    Keyed with the app's secret, so that a password typed as a user name cannot be guessed
+    back from a copy of the database.
+    """
+    secret = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(secret, username.strip().casefold().encode(), hashlib.sha256).hexdigest()
 
 
 def begin_attempt(username, address, now):
