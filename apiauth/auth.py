@@ -47,13 +47,23 @@ def _session_lifetime():
     return timedelta(hours=current_app.config["SESSION_HOURS"])
 
 
+def record_user_event(user, action, detail=""):
+    """Record an event about a user in each domain they belong to (in none: on every domain's page)."""
+    for domain_id in [m.domain_id for m in user.memberships] or [None]:
+        record_event(action, user.username, domain_id=domain_id, detail=detail)
+
+
 def start_session(user):
-    """Sign a user in: a fresh session, nothing carried over, backed by a row that sign-out deletes."""
+    """Sign a user in: a fresh session, nothing carried over, backed by a row that sign-out deletes.
+
+    Every way of signing in goes through here (and out through end_session), audited.
+    """
     session.clear()
     key = secrets.token_urlsafe(32)
     now = clock()
     db.session.execute(delete(UserSession).where(UserSession.created_at <= now - _session_lifetime()))
     db.session.add(UserSession(id=_digest(key), user_id=user.id, created_at=now))
+    record_user_event(user, "signed in")
     db.session.commit()
     session[SESSION_KEY] = key
     login_user(user)
@@ -61,6 +71,8 @@ def start_session(user):
 
 def end_session():
     """Sign the current user out and delete the session's row: a copy of the cookie is refused from now on."""
+    if current_user.is_authenticated:
+        record_user_event(current_user, "signed out")
     key = session.get(SESSION_KEY)
     if key:
         db.session.execute(delete(UserSession).where(UserSession.id == _digest(key)))
@@ -94,12 +106,6 @@ def safe_next(target):
     return url_for("pane.index")
 
 
-def record_user_event(user, action, detail=""):
-    """Record an event about a user in each domain they belong to (in none: on every domain's page)."""
-    for domain_id in [m.domain_id for m in user.memberships] or [None]:
-        record_event(action, user.username, domain_id=domain_id, detail=detail)
-
-
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Sign a user in with user name and password, refusing guesses beyond the throttle's limits."""
@@ -114,8 +120,6 @@ def login():
     if user is not None and user.check_password(form.password.data):
         throttle.clear_failures(attempt)
         start_session(user)
-        record_user_event(user, "signed in")
-        db.session.commit()
         return redirect(safe_next(request.args.get("next")))
     if user is None:
         # Not the name typed: people type passwords into that field.
@@ -129,8 +133,6 @@ def login():
 @bp.route("/logout", methods=["POST"])
 def logout():
     """Sign the current user out."""
-    if current_user.is_authenticated:
-        record_user_event(current_user, "signed out")
     end_session()
     return redirect(url_for("auth.login"))
 
