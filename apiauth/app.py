@@ -32,6 +32,7 @@ def create_app(config=None):
 
     from . import auth, cli, keys
     from .api import views as api
+    from .audit import views as audit
     from .editor import views as editor
     from .oauth import views as oauth
     from .pane import views as pane
@@ -44,6 +45,7 @@ def create_app(config=None):
     app.register_blueprint(editor.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(service_tokens.bp)
+    app.register_blueprint(audit.bp)
     app.register_blueprint(api.bp)
     # The API authenticates each call by its bearer token, never by a cookie: no CSRF to forge.
     csrf.exempt(api.bp)

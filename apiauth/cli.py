@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from sqlalchemy import func, insert, select
 
+from .audit.events import COMMAND_LINE, record_event
 from .extensions import db
 from .rotation import key_usage, rotate
 from .models import (
@@ -218,6 +219,9 @@ def keys_rotate(batch_size):
     moved = rotate(batch_size, progress=lambda count: click.echo(f"re-encrypted {count} values so far"))
     click.echo(f"Re-encrypted {moved} values under key {ring.primary_id}.")
     remaining = {k: n for k, n in _echo_usage().items() if k != ring.primary_id}
+    record_event("keys rotated", COMMAND_LINE, detail=(
+        f"values re-encrypted under key {ring.primary_id}: {moved}; left under old keys: {sum(remaining.values())}"))
+    db.session.commit()
     if remaining:
         click.echo("Values remain under old keys (changed during the run?): run the command again.")
     else:

@@ -23,6 +23,14 @@ def _split(value):
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+def _positive_number(env, name, default):
+    """Read a setting that must be a whole number above zero."""
+    text = env.get(name) or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a whole number above zero, not {text!r}.")
+    return int(text)
+
+
 def load_settings(instance_path, environ=None):
     """Build the Flask config mapping from the environment, with defaults in the instance folder."""
     env = os.environ if environ is None else environ
@@ -46,6 +54,12 @@ def load_settings(instance_path, environ=None):
         "TOKEN_LEASE_SECONDS": 30.0,
         # A failed renewal answers the calls that come this soon after it (seconds).
         "TOKEN_FAILURE_HOLD_SECONDS": 2.0,
+        # Sign-in throttling: failures allowed per user name and per client address in a window.
+        "SIGN_IN_FAILURES_PER_USER_NAME": _positive_number(env, "APIAUTH_SIGN_IN_FAILURES_PER_USER_NAME", 5),
+        "SIGN_IN_FAILURES_PER_ADDRESS": _positive_number(env, "APIAUTH_SIGN_IN_FAILURES_PER_ADDRESS", 20),
+        "SIGN_IN_WINDOW_MINUTES": _positive_number(env, "APIAUTH_SIGN_IN_WINDOW_MINUTES", 15),
+        # A signed-in session ends this long after sign-in, at the latest.
+        "SESSION_HOURS": _positive_number(env, "APIAUTH_SESSION_HOURS", 12),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
