@@ -11,22 +11,34 @@
     }
   });
 
-  // Login opens the provider in a popup; where popups are blocked, the same window goes.
+  // Login opens the provider in a popup. Where popups are blocked, the same window goes; in a
+  // portal's frame the whole portal window goes (providers refuse to be framed), and comes back
+  // to the portal page, which shows this frame again.
   document.addEventListener("click", function (event) {
     var link = event.target.closest("[data-login-popup]");
     if (!link) return;
+    event.preventDefault();
     var url = new URL(link.href, location.href);
     url.searchParams.set("popup", "1");
-    var popup = window.open(url.toString(), "apiauth-login", "popup,width=560,height=720");
-    if (popup) {
-      event.preventDefault();
+    if (window.open(url.toString(), "apiauth-login", "popup,width=560,height=720")) return;
+    url.searchParams.delete("popup");
+    if (window.top === window) {
+      url.searchParams.set("next", location.pathname + location.search);
+      location.assign(url.toString());
       return;
     }
-    event.preventDefault();
-    url.searchParams.delete("popup");
-    url.searchParams.set("next", location.pathname + location.search);
-    location.assign(url.toString());
+    url.searchParams.set("next", portalPage());
+    window.top.location.href = url.toString();
   });
+
+  // The portal page that frames this one: readable on the same origin, else the Referer it sent.
+  function portalPage() {
+    try {
+      return window.top.location.href;
+    } catch (error) {
+      return document.referrer;
+    }
+  }
 
   // The popup's callback page tells the page that opened it, then closes itself.
   document.addEventListener("DOMContentLoaded", function () {
