@@ -31,12 +31,26 @@
     window.top.location.href = url.toString();
   });
 
-  // The portal page that frames this one: readable on the same origin, else the Referer it sent.
+  // The portal page that frames this one: readable on the same origin, else the Referer it sent
+  // when it loaded the frame (later pages of the frame have our own pages as referrer). Where
+  // the browser refuses storage to frames, the Login comes back to apiauth's own pane.
+  var PORTAL_PAGE_KEY = "apiauth:portal-page";
   function portalPage() {
     try {
       return window.top.location.href;
     } catch (error) {
-      return document.referrer;
+      try {
+        return sessionStorage.getItem(PORTAL_PAGE_KEY) || "";
+      } catch (storageError) {
+        return "";
+      }
+    }
+  }
+  if (window.top !== window && document.referrer && new URL(document.referrer).origin !== location.origin) {
+    try {
+      sessionStorage.setItem(PORTAL_PAGE_KEY, document.referrer);
+    } catch (error) {
+      // No storage in this frame: see portalPage.
     }
   }
 
