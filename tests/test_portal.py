@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from apiauth import create_app
 from apiauth.extensions import db
-from apiauth.models import User
+from apiauth.models import LoginAttempt, User
 from apiauth.service_tokens import create_service_token
 
 from .conftest import PASSWORD, TEST_KEY, sign_in
@@ -293,3 +293,22 @@ def test_the_cookie_is_httponly_whatever_the_config_says(app):
     cookie = session_cookie(proxied(app.test_client()).get("/login"))
     assert cookie.startswith("__Host-apiauth_session=")
     assert "; HttpOnly" in cookie and "; SameSite=Lax" in cookie and "; Secure" in cookie
+
+
+@pytest.mark.oidc
+@pytest.mark.parametrize("target, kept", [
+    (f"{PORTAL}/apps/apiauth", True), (f"{PREFIX}/authenticators?q=C", True),
+    ("https://evil.example/apps/apiauth", False), ("http://portal.example.com/apps/apiauth", False),
+])
+def test_a_login_from_the_frame_returns_to_the_portal_page_or_the_app_never_elsewhere(
+    portal_client, make_authenticator, oidc_provider, target, kept
+):
+    authenticator = make_authenticator(
+        "CRM", method="oauth2", grant_type="authorization_code", client_id="basic-client",
+        auth_url=oidc_provider.authorization_endpoint, access_token_url=oidc_provider.token_endpoint,
+    )
+    response = portal_client.get(f"/oauth/login/{authenticator.id}", query_string={"next": target})
+    assert response.status_code == 302 and response.location.startswith(oidc_provider.authorization_endpoint)
+    db.session.expire_all()
+    attempt = db.session.scalar(select(LoginAttempt))
+    assert attempt.return_to == (target if kept else f"{PREFIX}/authenticators")
