@@ -88,6 +88,16 @@ def check_frame_ancestors(sources):
     return sources
 
 
+def check_theme_url(url):
+    """Return the theme stylesheet's URL, or stop with a message if it is neither an http(s) URL nor a path."""
+    origin = origin_of(url)
+    is_path = url.startswith("/") and not url.startswith("//")
+    is_web_url = origin.startswith(("https://", "http://")) and FRAME_SOURCE.fullmatch(origin)
+    if url and not (is_path or is_web_url):
+        raise ValueError(f"APIAUTH_THEME_URL: {url!r} is neither an http(s) URL nor a path such as /portal/theme.css")
+    return url
+
+
 def embedding_configured(app):
     """Tell whether origins other than our own may frame the UI."""
     return any(source not in ("'self'", "'none'") for source in app.config["FRAME_ANCESTORS"])
@@ -95,11 +105,11 @@ def embedding_configured(app):
 
 def content_security_policy(app):
     """Build the Content-Security-Policy: our own scripts and styles only, framed by the setting."""
-    style_sources = ["'self'", *([theme_origin] if (theme_origin := origin_of(app.config["THEME_URL"])) else [])]
+    theme_origin = origin_of(app.config["THEME_URL"])
     directives = {
         "default-src": "'self'",
         "script-src": "'self'",
-        "style-src": " ".join(style_sources),
+        "style-src": f"'self' {theme_origin}".strip(),
         "img-src": "'self'",
         "object-src": "'none'",
         "base-uri": "'none'",
@@ -145,6 +155,7 @@ class PortalSessionInterface(SecureCookieSessionInterface):
 def init_app(app):
     """Wire the portal's parts into the app: middleware, session cookie, request hooks, headers."""
     check_frame_ancestors(app.config["FRAME_ANCESTORS"])
+    check_theme_url(app.config["THEME_URL"])
     app.wsgi_app = TrustedProxies(
         app.wsgi_app, parse_networks(app.config["TRUSTED_PROXIES"]), app.config["TRUSTED_USER_HEADER"]
     )

@@ -153,6 +153,8 @@ def test_bad_settings_stop_the_app_with_a_clear_message(tmp_path, database_url):
         create_app({**base, "TRUSTED_PROXIES": ["10.0.0.300"]})
     with pytest.raises(ValueError, match="APIAUTH_FRAME_ANCESTORS: .*is not a CSP source"):
         create_app({**base, "FRAME_ANCESTORS": ["https://portal.example.com;script-src"]})
+    with pytest.raises(ValueError, match="APIAUTH_THEME_URL: .*neither an http"):
+        create_app({**base, "THEME_URL": "https://portal.example.com;script-src/x.css"})
 
 
 # The portal's user header
