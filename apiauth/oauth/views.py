@@ -9,9 +9,15 @@ from flask_login import current_user
 from ..access import domain_management_required, get_authenticator
 from ..auth import safe_next
 from ..extensions import db
+from ..logins import (
+    LoginRefused,
+    begin_login,
+    claim_attempt,
+    complete_login,
+    disconnect,
+)
 from ..models import Authenticator
 from ..portal import is_portal_page
-from ..logins import LoginRefused, begin_login, claim_attempt, complete_login, disconnect
 from . import callback_url
 
 bp = Blueprint("oauth", __name__)
