@@ -121,14 +121,21 @@ def test_the_callback_url_is_the_portals_public_one(portal_client, make_authenti
     assert f'value="https://portal.example.com{PREFIX}/oauth/callback"' in page.get_data(as_text=True)
 
 
-def test_a_forged_forwarded_header_from_an_untrusted_peer_changes_nothing(tmp_path, database_url, app):
-    """The probe app shares the test app's database and adds a route that shows what it saw."""
+@pytest.fixture
+def probe(tmp_path, database_url, app):
+    """An app set up as the test app, on its database, with a route that answers what it saw of a request."""
     probe = create_app({"INSTANCE_PATH": str(tmp_path), "SQLALCHEMY_DATABASE_URI": database_url,
-                      "SECRET_KEY": "x", "ENCRYPTION_KEYS": [TEST_KEY], **PORTAL_SETTINGS})
+                        "SECRET_KEY": "x", "ENCRYPTION_KEYS": [TEST_KEY], **PORTAL_SETTINGS})
     probe.add_url_rule("/seen", "seen", lambda: {
         "remote_addr": request.remote_addr, "url": request.url, "secure": request.is_secure,
         "forwarded_for": request.headers.get("X-Forwarded-For"), "user": request.headers.get("X-Remote-User"),
     })
+    yield probe
+    with probe.app_context():
+        db.engine.dispose()
+
+
+def test_a_forged_forwarded_header_from_an_untrusted_peer_changes_nothing(probe):
     outsider = proxied(probe.test_client(), peer=OUTSIDER_ADDRESS, user="alice")
     assert outsider.get("/seen").json == {
         "remote_addr": OUTSIDER_ADDRESS, "url": "http://localhost/seen", "secure": False,
