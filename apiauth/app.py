@@ -30,7 +30,7 @@ def create_app(config=None):
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from . import auth, cli, keys
+    from . import auth, cli, keys, portal
     from .api import views as api
     from .audit import views as audit
     from .editor import views as editor
@@ -50,6 +50,7 @@ def create_app(config=None):
     # The API authenticates each call by its bearer token, never by a cookie: no CSRF to forge.
     csrf.exempt(api.bp)
     oauth.init_app(app)
+    portal.init_app(app)
     cli.init_app(app)
     _register_error_pages(app)
     _register_template_helpers(app)

@@ -99,9 +99,9 @@ def load_user(user_id):
 
 
 def safe_next(target):
-    """Return target if it is a path of this site, else the pane."""
+    """Return target if it is a path of this app (under its prefix, if any), else the pane."""
     parts = urlsplit(target or "")
-    if target and not parts.scheme and not parts.netloc and target.startswith("/") and "\\" not in target:
+    if target and not parts.scheme and not parts.netloc and target.startswith(request.script_root + "/") and "\\" not in target:
         return target
     return url_for("pane.index")
 

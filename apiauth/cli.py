@@ -102,6 +102,24 @@ def create_user(username, domain_names, domain_manager, password_stdin):
         click.echo(f"Password (shown once): {password}")
 
 
+@users.command("grant")
+@click.argument("username")
+@click.option("--domain", "domain_names", multiple=True, required=True, help="A domain to manage.")
+def grant_domain_management(username, domain_names):
+    """Grant a user Domain Management in domains, e.g. a user the portal signed in."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"No user named {username!r}.")
+    for name in domain_names:
+        domain = _domain(name)
+        membership = user.membership(domain.id) or Membership(domain=domain)
+        membership.domain_manager = True
+        if membership not in user.memberships:
+            user.memberships.append(membership)
+        click.echo(f"{username} now holds Domain Management in {name}.")
+    db.session.commit()
+
+
 @click.group()
 def demo():
     """Demo data."""

@@ -1,6 +1,7 @@
 """Settings, read from APIAUTH_* environment variables."""
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def _positive_number(env, name, default):
     return int(text)
 
 
+def _split_sources(value):
+    """Split a list of CSP sources, separated by commas or spaces."""
+    return [part for part in re.split(r"[\s,]+", value or "") if part]
+
+
 def load_settings(instance_path, environ=None):
     """Build the Flask config mapping from the environment, with defaults in the instance folder."""
     env = os.environ if environ is None else environ
@@ -49,6 +55,11 @@ def load_settings(instance_path, environ=None):
         "ENCRYPTION_KEY_FILE": str(Path(instance_path) / "encryption_keys"),
         "PUBLIC_URL": (env.get("APIAUTH_PUBLIC_URL") or "").rstrip("/"),
         "OUTBOUND_ALLOW": _split(env.get("APIAUTH_OUTBOUND_ALLOW")),
+        # Embedding in a portal (apiauth/portal.py, docs/embedding.md).
+        "TRUSTED_PROXIES": _split(env.get("APIAUTH_TRUSTED_PROXIES")),
+        "TRUSTED_USER_HEADER": (env.get("APIAUTH_TRUSTED_USER_HEADER") or "").strip(),
+        "FRAME_ANCESTORS": _split_sources(env.get("APIAUTH_FRAME_ANCESTORS") or "'self'"),
+        "THEME_URL": (env.get("APIAUTH_THEME_URL") or "").strip(),
         "PANE_PAGE_SIZE": 20,
         # How long a worker may take to renew tokens before another takes over (seconds).
         "TOKEN_LEASE_SECONDS": 30.0,
@@ -61,6 +72,8 @@ def load_settings(instance_path, environ=None):
         # A signed-in session ends this long after sign-in, at the latest.
         "SESSION_HOURS": _positive_number(env, "APIAUTH_SESSION_HOURS", 12),
         "WTF_CSRF_TIME_LIMIT": None,
+        # The cookie's Secure, SameSite and __Host- prefix are decided per request (portal.py).
+        "SESSION_COOKIE_NAME": "apiauth_session",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
     }

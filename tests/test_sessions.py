@@ -11,7 +11,8 @@ from .conftest import sign_in
 def copy_of(client, app):
     """A second browser holding a copy of the client's session cookie, as a thief would."""
     thief = app.test_client()
-    thief.set_cookie("session", client.get_cookie("session").value)
+    name = app.config["SESSION_COOKIE_NAME"]
+    thief.set_cookie(name, client.get_cookie(name).value)
     return thief
 
 
