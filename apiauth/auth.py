@@ -1,5 +1,6 @@
 """Sign-in and sign-out, server-side sessions, switching domains, and the health check."""
 
+import functools
 import hashlib
 import secrets
 from datetime import timedelta
@@ -9,6 +10,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import delete, select, text
+from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired
 
@@ -98,6 +100,23 @@ def load_user(user_id):
     )
 
 
+@functools.cache
+def _decoy_hash():
+    """A password hash to check when no user has the typed name, made once per process."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def password_matches(user, password):
+    """Check a password; an unknown user name or a user without a password costs the same hashing.
+
+    Answering those faster would tell a guesser which user names exist.
+    """
+    if user is None or not user.password_hash:
+        check_password_hash(_decoy_hash(), password)
+        return False
+    return user.check_password(password)
+
+
 def safe_next(target):
     """Return target if it is a path of this app (under its prefix, if any), else the pane."""
     parts = urlsplit(target or "")
@@ -117,7 +136,7 @@ def login():
         headers = {"Retry-After": str(refusal.retry_after_seconds)}
         return render_template("login.html", form=form, error=refusal.message), 429, headers
     user = db.session.scalar(select(User).where(User.username == form.username.data))
-    if user is not None and user.check_password(form.password.data):
+    if password_matches(user, form.password.data):
         throttle.clear_failures(attempt)
         start_session(user)
         return redirect(safe_next(request.args.get("next")))

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from apiauth import create_app
+from apiauth import auth, create_app
 from apiauth.extensions import db
 from apiauth.models import Domain, SignInFailure
 from bench.support import Gunicorn, app_environment, flask_command
@@ -233,3 +233,17 @@ def test_failures_older_than_the_window_are_pruned(anonymous, admin, clock):
     clock.now += timedelta(minutes=16)
     fail(anonymous, "carol", 1)
     assert db.session.scalar(db.select(db.func.count()).select_from(SignInFailure)) == 1
+
+
+@pytest.mark.parametrize("username", ["nobody", "portal-user"])
+def test_an_unknown_user_name_costs_a_password_hash_like_a_known_one(anonymous, admin, make_user, monkeypatch,
+                                                                     username):
+    """Answering faster for a name no one has (or a user without a password) would tell which names exist."""
+    if username == "portal-user":
+        make_user(username, {}).password_hash = None
+        db.session.commit()
+    hashed = []
+    real_check = auth.check_password_hash
+    monkeypatch.setattr(auth, "check_password_hash", lambda *args: hashed.append(1) or real_check(*args))
+    response = anonymous.post("/login", data={"username": username, "password": "guess"})
+    assert response.status_code == 401 and hashed == [1]
