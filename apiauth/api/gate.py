@@ -3,7 +3,7 @@
 import functools
 
 from flask import g, request
-from sqlalchemy import LABEL_STYLE_TABLENAME_PLUS_COL, and_, bindparam, exists, or_, select
+from sqlalchemy import and_, bindparam, exists, or_, select
 
 from ..extensions import db
 from ..models import LARGEST_ID, Authenticator, ServiceToken, TokenState, find, service_token_authenticators
@@ -77,29 +77,69 @@ def get_authenticator(authenticator_id):
 
 
 def read_reached(scope, authenticator_id, columns):
-    """Read columns of service_tokens, authenticators and token_states in one Core statement.
+    """Read columns of service_tokens, authenticators and token_states in one SELECT; return their values.
 
-    The row comes only when the request's bearer token is active, holds `scope`, and reaches the
-    authenticator (its domain, its list): the rules of the gate and of get_authenticator, in
-    SQL. token_states is outer-joined: its columns are None when the authenticator has no
-    row there. Returns the row, its keys "<table>_<column>", or None, whose reason the full
-    gate tells. Built once per scope and columns, the statement's compiled form is cached.
+    The values come (a tuple, in the order of columns) only when the request's bearer token is
+    active, holds `scope`, and reaches the authenticator (its domain, its list): the rules of
+    the gate and of get_authenticator, in SQL. token_states is outer-joined: its values are
+    None when the authenticator has no row there. None otherwise: the full gate tells why.
     """
     plain = _bearer_value()
     if not plain or not plain.startswith(TOKEN_MARK) or not 0 <= authenticator_id <= LARGEST_ID:
         return None
-    with db.engine.connect() as connection:
-        return connection.execute(
-            _reach_statement(scope, columns), {"token_hash": hash_token(plain), "authenticator_id": authenticator_id}
-        ).first()
+    statement = _reach_statement(db.engine.dialect, scope, columns)
+    return statement.first({"token_hash": hash_token(plain), "authenticator_id": authenticator_id})
 
 
-@functools.cache
-def _reach_statement(scope, columns):
+class _CompiledRead:
+    """A Core SELECT compiled once for a dialect, run on a pooled DBAPI connection.
+
+    This is what Connection.execute does for a cached statement, without its execution
+    context, events and result objects, which cost a busy credentials endpoint more than the
+    read itself: binds are taken as they are (plain strings and numbers), and each value goes
+    through its column type's result processor as Core would do.
+    """
+
+    def __init__(self, dialect, statement, columns):
+        self.dialect, self.columns = dialect, columns
+        self.compiled = statement.compile(dialect=dialect)
+        # Some processors depend on the driver's type codes: known from the first execution.
+        self.processors = None
+
+    def first(self, values):
+        """Return the first row's values, processed, or None."""
+        params = self.compiled.construct_params(values)
+        if self.compiled.positional:
+            params = tuple(params[name] for name in self.compiled.positiontup)
+        connection = db.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(self.compiled.string, params)
+            row = cursor.fetchone()
+            if self.processors is None:
+                self.processors = self._processors(cursor.description)
+            cursor.close()
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        return tuple(value if process is None or value is None else process(value)
+                     for process, value in zip(self.processors, row))
+
+    def _processors(self, description):
+        return [
+            column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
+            for column, described in zip(self.columns, description)
+        ]
+
+
+# Keyed by dialect: each app (a test makes many) has its own engine and dialect.
+@functools.lru_cache(maxsize=32)
+def _reach_statement(dialect, scope, columns):
     link = service_token_authenticators
     limited = exists().where(link.c.service_token_id == ServiceToken.id)
     listed = exists().where(link.c.service_token_id == ServiceToken.id, link.c.authenticator_id == Authenticator.id)
-    return (
+    statement = (
         select(*columns)
         .select_from(ServiceToken)
         .join(Authenticator, and_(
@@ -113,5 +153,5 @@ def _reach_statement(scope, columns):
             or_(*(ServiceToken.scope == allowed for allowed in sorted(SCOPES_ALLOWED[scope]))),
             or_(~limited, listed),
         )
-        .set_label_style(LABEL_STYLE_TABLENAME_PLUS_COL)
     )
+    return _CompiledRead(dialect, statement, columns)
