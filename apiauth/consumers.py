@@ -24,7 +24,12 @@ from .engine.tokens import TokenError
 from .extensions import db
 from .models import Authenticator, ServiceToken, TokenState, utcnow
 from .service_tokens import token_use_due
-from .tokenstore import expire_access_token, token_generation, usable_tokens, valid_tokens
+from .tokenstore import (
+    expire_access_token,
+    token_generation,
+    usable_tokens,
+    valid_tokens,
+)
 
 RECORD_EVERY = timedelta(seconds=5)
 

@@ -1,12 +1,20 @@
 """The bearer-token gate of the API, and lookups scoped to the token's domain."""
 
+import contextlib
 import functools
 
 from flask import g, request
 from sqlalchemy import and_, bindparam, exists, or_, select
 
 from ..extensions import db
-from ..models import LARGEST_ID, Authenticator, ServiceToken, TokenState, find, service_token_authenticators
+from ..models import (
+    LARGEST_ID,
+    Authenticator,
+    ServiceToken,
+    TokenState,
+    find,
+    service_token_authenticators,
+)
 from ..service_tokens import TOKEN_MARK, hash_token, record_token_use, token_for_bearer
 from .errors import MESSAGES, ApiError
 
@@ -113,12 +121,13 @@ class _CompiledRead:
             params = tuple(params[name] for name in self.compiled.positiontup)
         connection = db.engine.raw_connection()
         try:
-            cursor = connection.cursor()
-            cursor.execute(self.compiled.string, params)
-            row = cursor.fetchone()
-            if self.processors is None:
-                self.processors = self._processors(cursor.description)
-            cursor.close()
+            with _autocommit(connection.driver_connection):
+                cursor = connection.cursor()
+                cursor.execute(self.compiled.string, params)
+                row = cursor.fetchone()
+                if self.processors is None:
+                    self.processors = self._processors(cursor.description)
+                cursor.close()
         finally:
             connection.close()
         if row is None:
@@ -131,6 +140,21 @@ class _CompiledRead:
             column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
             for column, described in zip(self.columns, description)
         ]
+
+
+@contextlib.contextmanager
+def _autocommit(driver_connection):
+    """Run a lone read outside a transaction where the driver allows it (psycopg): no BEGIN and
+    ROLLBACK round trips around it. sqlite3 (before Python 3.12) begins none for a SELECT anyway."""
+    if not hasattr(driver_connection, "autocommit"):
+        yield
+        return
+    previous = driver_connection.autocommit
+    driver_connection.autocommit = True
+    try:
+        yield
+    finally:
+        driver_connection.autocommit = previous
 
 
 # Keyed by dialect: each app (a test makes many) has its own engine and dialect.
