@@ -82,6 +82,12 @@ def test_a_repeated_call_is_answered_from_one_read_with_the_same_answer(user, we
     assert first == second == {"headers": {"X-API-Key": SECRET}, "query": {}, "expires_at": None, "generation": None}
 
 
+@pytest.mark.parametrize("method", ["api_key_query", "basic"])
+def test_the_fast_path_answers_as_the_full_path_for_every_static_method(request, user, warm, method):
+    first, second = warm(user, request.getfixturevalue(method))
+    assert first == second and (first["headers"] or first["query"])
+
+
 @pytest.mark.oidc
 def test_a_cached_oauth_token_is_answered_from_one_read(user, oauth, oidc_provider, warm):
     first, second = warm(user, oauth, min_validity=10)
