@@ -1,10 +1,14 @@
 """How other features use an authenticator: credentials to add, rejections reported, relayed calls.
 
 Each use records the authenticator's status and the consumer's name and time. To keep a
-busy credentials endpoint cheap, an unchanged status is written at most every few seconds.
+busy credentials endpoint cheap, an unchanged status is written at most every few seconds,
+and the common credentials call (token cached and valid, nothing to write) is answered from
+one read without the ORM: see cached_credentials.
 """
 
+import time
 from datetime import timedelta
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from sqlalchemy import update
@@ -18,8 +22,14 @@ from .engine.redact import Redactor
 from .engine.testing import response_text
 from .engine.tokens import TokenError
 from .extensions import db
-from .models import Authenticator, utcnow
-from .tokenstore import expire_access_token, token_generation, usable_tokens
+from .models import Authenticator, ServiceToken, TokenState, utcnow
+from .service_tokens import token_use_due
+from .tokenstore import (
+    expire_access_token,
+    token_generation,
+    usable_tokens,
+    valid_tokens,
+)
 
 RECORD_EVERY = timedelta(seconds=5)
 
@@ -38,9 +48,7 @@ def record_use(authenticator, consumer, status=None, reason=""):
     The write is skipped when nothing new would show: same result, same consumer, recently.
     """
     now = utcnow()
-    same_status = status is None or (authenticator.status, authenticator.status_reason) == (status, reason)
-    recent = authenticator.last_used_at and now - authenticator.last_used_at < RECORD_EVERY
-    if same_status and authenticator.last_consumer == consumer and recent:
+    if not _use_due(authenticator, consumer, status, reason, now):
         return
     values = {"last_consumer": consumer, "last_used_at": now}
     if status is not None:
@@ -53,6 +61,13 @@ def record_use(authenticator, consumer, status=None, reason=""):
     )
     db.session.commit()
     db.session.expire(authenticator)
+
+
+def _use_due(authenticator, consumer, status, reason, now):
+    """Tell whether a use would show something new: another result, another consumer, or a while since the last."""
+    same_status = status is None or (authenticator.status, authenticator.status_reason) == (status, reason)
+    recent = authenticator.last_used_at and now - authenticator.last_used_at < RECORD_EVERY
+    return not (same_status and authenticator.last_consumer == consumer and recent)
 
 
 def _success_status(config):
@@ -79,13 +94,63 @@ def credentials(authenticator, consumer, min_validity=0):
     tokens = _tokens(authenticator, config, consumer, min_validity)
     # A token issued is a result; a static key handed out proves nothing about the API.
     record_use(authenticator, consumer, _success_status(config) if tokens else None)
+    return _credentials_answer(config, tokens, token_generation(authenticator) if tokens else None)
+
+
+def _credentials_answer(config, tokens, generation):
     found = credentials_for(config, tokens)
     return {
         "headers": found.headers,
         "query": found.query,
         "expires_at": tokens.expires_at if tokens else None,
-        "generation": token_generation(authenticator) if tokens else None,
+        "generation": generation if tokens else None,
     }
+
+
+class _Columns(SimpleNamespace):
+    """One table's columns of a Core row, read as its ORM object would be (secrets included)."""
+
+    get_secret = Authenticator.get_secret
+
+
+# What cached_credentials reads, by table, in the one statement of api.gate.read_reached.
+_TOKEN_COLUMNS = (ServiceToken.__table__.c.name, ServiceToken.__table__.c.last_used_at)
+_AUTHENTICATOR_COLUMNS, _STATE_COLUMNS = tuple(Authenticator.__table__.c), tuple(TokenState.__table__.c)
+CACHED_COLUMNS = (*_TOKEN_COLUMNS, *_AUTHENTICATOR_COLUMNS, *_STATE_COLUMNS)
+
+
+def _split(row):
+    """Return a row of CACHED_COLUMNS as the service token's, the authenticator's and the token row's columns."""
+    parts, start = [], 0
+    for columns in (_TOKEN_COLUMNS, _AUTHENTICATOR_COLUMNS, _STATE_COLUMNS):
+        end = start + len(columns)
+        parts.append(_Columns(**dict(zip((column.name for column in columns), row[start:end]))))
+        start = end
+    return parts
+
+
+def cached_credentials(row, min_validity=0):
+    """Answer a credentials call from CACHED_COLUMNS of one read, or None for the full path.
+
+    It answers only when the full path would write nothing and request no token: OAuth tokens
+    stored and valid for min_validity, the use recorded recently by this consumer with this
+    result (RECORD_EVERY), the service token's use stamped recently (LAST_USED_RESOLUTION).
+    Every answer reads the database as it is now: a revoked token, a reported rejection or a
+    renewal in another worker shows at the next call.
+    """
+    token, authenticator, state = _split(row)
+    now = utcnow()
+    if token_use_due(token.last_used_at, now):
+        return None
+    config = engine_config(authenticator)
+    tokens = None
+    if config.method == "oauth2":
+        tokens = valid_tokens(authenticator, state, time.time(), min_validity)
+        if tokens is None:
+            return None
+    if _use_due(authenticator, token.name, _success_status(config) if tokens else None, "", now):
+        return None
+    return _credentials_answer(config, tokens, state.generation)
 
 
 def report(authenticator, consumer, status_code, generation=None):

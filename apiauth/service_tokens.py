@@ -110,12 +110,17 @@ def token_for_bearer(plain):
     return token if token is not None and token.active else None
 
 
+def token_use_due(last_used_at, now):
+    """Tell whether a token's last use, stamped at last_used_at, should be stamped again at now."""
+    return last_used_at is None or last_used_at <= now - LAST_USED_RESOLUTION
+
+
 def record_token_use(token):
     """Stamp a token's last use, unless it was stamped within LAST_USED_RESOLUTION."""
     now = utcnow()
-    stale = now - LAST_USED_RESOLUTION
-    if token.last_used_at is not None and token.last_used_at > stale:
+    if not token_use_due(token.last_used_at, now):
         return
+    stale = now - LAST_USED_RESOLUTION
     # Conditional, so that concurrent calls of one token write once.
     stamped = db.session.execute(
         update(ServiceToken)

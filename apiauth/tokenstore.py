@@ -50,6 +50,20 @@ def _decrypt(authenticator, state):
     )
 
 
+def valid_tokens(authenticator, state, now, min_validity=0.0):
+    """Return the tokens a row holds if they stay valid for min_validity seconds after now, else None.
+
+    `authenticator` and `state` may be any objects with the models' attributes: the fast path
+    of a credentials call passes the columns of one Core read (see consumers.cached_credentials).
+    """
+    current = _decrypt(authenticator, state)
+    return current if _lasts(current, now, min_validity) else None
+
+
+def _lasts(tokens, now, min_validity):
+    return tokens is not None and not needs_renewal(tokens, now + min_validity)
+
+
 def load_tokens(authenticator):
     """Return the stored tokens of an authenticator, or None."""
     return _decrypt(authenticator, _read_state(authenticator))
@@ -158,7 +172,7 @@ def usable_tokens(authenticator, config, policy, log, min_validity=0.0):
     while True:
         state = _read_state(authenticator)
         current, now = _decrypt(authenticator, state), time.time()
-        if current is not None and not needs_renewal(current, now + min_validity):
+        if _lasts(current, now, min_validity):
             if not waited:
                 log(f"token reused: valid for {_remaining(current, now)}")
             return current

@@ -450,6 +450,35 @@ def postgres_database():
         yield url, "a throwaway PostgreSQL 15 cluster started for the run (fsync off)"
 
 
+def benchmark_databases(folder, sqlite_only, notes):
+    """Yield (name, URL) of each database a benchmark runs on: an SQLite file in folder, then PostgreSQL.
+
+    PostgreSQL lives until the loop moves on (see postgres_database); why it was left out, or
+    how it was had, goes to notes.
+    """
+    yield "SQLite", f"sqlite:///{Path(folder) / 'apiauth.sqlite3'}"
+    if sqlite_only:
+        notes.append("PostgreSQL was left out (--sqlite-only)")
+        return
+    with postgres_database() as (url, how):
+        if url is None:
+            notes.append(how)
+            return
+        name = f"PostgreSQL {postgres_version(url)}"
+        notes.append(f"{name}: {how}")
+        yield name, url
+
+
+def postgres_version(url):
+    """Return the version of the PostgreSQL server at url, e.g. 15.14."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SHOW server_version")).scalar().split()[0]
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def _database_on(server_url):
     name = f"apiauth_bench_{secrets.token_hex(4)}"

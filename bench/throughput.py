@@ -1,11 +1,12 @@
 """Benchmark the credentials endpoint's requests per second against a bare endpoint of the same app.
 
-gunicorn (4 workers) serves the app on an SQLite file prepared with the real command line;
-an OAuth authenticator holds a cached token from oidc-provider that outlives the run. wrk
-loads the credentials endpoint (POST with a service token) and GET /livez, a constant JSON
-answer, in turns, so that a noisy neighbour slows both alike; only the ratio of the medians
-is judged. Below the ratio required, the credentials call is profiled in-process (cProfile on
-Flask's test client, same database) to show where its time goes.
+gunicorn (4 workers) serves the app on a database prepared with the real command line, SQLite
+and then PostgreSQL; an OAuth authenticator holds a cached token from oidc-provider that
+outlives the run. wrk loads the credentials endpoint (POST with a service token) and GET
+/livez, a constant JSON answer, in turns, so that a noisy neighbour slows both alike; only the
+ratio of the medians is judged, on each database. Below the ratio required (or with
+--profile), the credentials call is profiled in-process (cProfile on Flask's test client, same
+database) to show where its time goes.
 """
 
 import argparse
@@ -32,6 +33,7 @@ from bench.pane import machine
 from bench.support import (
     Gunicorn,
     app_environment,
+    benchmark_databases,
     call_credentials,
     create_oauth_authenticator,
     credentials_path,
@@ -57,15 +59,14 @@ MEDIAN_LATENCY = re.compile(r"^\s+50%\s+(\S+)$", re.MULTILINE)
 COLUMNS = re.compile(r"^SELECT .+? FROM ")
 # Where a credentials call spends its time: (label, module file, function), cumulative per call.
 STEPS = [
-    ("gate: service token looked up by its hash (1 SELECT)", "apiauth/service_tokens.py", "token_for_bearer"),
-    ("gate: last use stamped (a write at most every 10 s)", "apiauth/service_tokens.py", "record_token_use"),
-    ("get_authenticator (1 SELECT, and may_use below)", "apiauth/api/gate.py", "get_authenticator"),
-    ("  may_use: the token's authenticator list, lazy-loaded (1 SELECT)", "apiauth/models.py", "may_use"),
-    ("engine_config: configuration, client secret decrypted", "apiauth/authentication.py", "engine_config"),
-    ("usable_tokens: token row read and decrypted, commit", "apiauth/tokenstore.py", "usable_tokens"),
-    ("record_use: reloads the authenticator the commit expired (1 SELECT)", "apiauth/consumers.py", "record_use"),
-    ("token_generation: reads the token row again (1 SELECT)", "apiauth/tokenstore.py", "token_generation"),
-    ("credentials() in all", "apiauth/consumers.py", "credentials"),
+    ("fast path: the body, the one SELECT, the answer", "apiauth/api/views.py", "_cached_credentials"),
+    ("  min_validity read from the JSON body", "apiauth/api/views.py", "_min_validity"),
+    ("  read_reached: bearer token hashed, the one SELECT run", "apiauth/api/gate.py", "read_reached"),
+    ("    the SELECT on a pooled DBAPI connection, values processed", "apiauth/api/gate.py", "first"),
+    ("  cached_credentials: nothing due? then the answer", "apiauth/consumers.py", "cached_credentials"),
+    ("    engine_config: configuration, secrets decrypted", "apiauth/authentication.py", "engine_config"),
+    ("    valid_tokens: token row decrypted, validity checked", "apiauth/tokenstore.py", "valid_tokens"),
+    ("full path, when a write is due (every few seconds): credentials()", "apiauth/consumers.py", "credentials"),
     ("the view and its gate in all", "apiauth/api/gate.py", "gated"),
     ("the whole request through Flask (wsgi_app)", "flask/app.py", "wsgi_app"),
 ]
@@ -162,7 +163,7 @@ def profile(environment, authenticator_id, use_token, calls):
 
     statements = []
     with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        trace_statements(db.engine, statements)
     for _ in range(100):
         credentials()
         bare()
@@ -187,6 +188,31 @@ def profile(environment, authenticator_id, use_token, calls):
     return Profile(calls, timed[CREDENTIALS], timed[BARE], shown, steps, text.getvalue())
 
 
+def trace_statements(engine, statements):
+    """Append each statement that the engine's new DBAPI connections run to `statements`.
+
+    Traced in the driver, not by SQLAlchemy's events: the fast path runs its SELECT on the
+    DBAPI connection itself.
+    """
+
+    def connected(dbapi_connection, connection_record):
+        if hasattr(dbapi_connection, "set_trace_callback"):  # sqlite3
+            dbapi_connection.set_trace_callback(statements.append)
+        else:  # psycopg
+            dbapi_connection.cursor_factory = _tracing_cursor(dbapi_connection.cursor_factory, statements)
+
+    event.listen(engine, "connect", connected)
+
+
+def _tracing_cursor(cursor_class, statements):
+    class TracingCursor(cursor_class):
+        def execute(self, query, *args, **kwargs):
+            statements.append(str(query))
+            return super().execute(query, *args, **kwargs)
+
+    return TracingCursor
+
+
 def _cumulative(stats, module, function):
     return sum(
         entry[3] for (filename, _, name), entry in stats.stats.items()
@@ -198,12 +224,31 @@ def microseconds(seconds):
     return f"{seconds * 1e6:,.0f} µs"
 
 
-def section(runs, found, options, started, load_average, seconds):
-    """Render the figures as this benchmark's section of docs/benchmarks.md."""
-    ratios = [c.requests_per_second / b.requests_per_second for c, b in zip(runs[CREDENTIALS], runs[BARE])]
-    ratio = median_rate(runs[CREDENTIALS]) / median_rate(runs[BARE])
-    errors = sum(run.errors for endpoint in runs.values() for run in endpoint)
-    passed = ratio >= MIN_RATIO and errors == 0
+@dataclass
+class Measured:
+    """What one database gave: the wrk runs per endpoint, and the profile when one was taken."""
+
+    database: str
+    runs: dict
+    found: Profile | None
+
+    @property
+    def ratio(self):
+        """The credentials endpoint's median requests per second over the bare endpoint's."""
+        return median_rate(self.runs[CREDENTIALS]) / median_rate(self.runs[BARE])
+
+    @property
+    def errors(self):
+        """Answers not 2xx, and socket errors, over every run."""
+        return sum(run.errors for endpoint in self.runs.values() for run in endpoint)
+
+    @property
+    def passed(self):
+        return self.ratio >= MIN_RATIO and self.errors == 0
+
+
+def section(results, notes, options, started, load_average, seconds):
+    """Render the figures as this benchmark's section of docs/benchmarks.md; return it and whether all passed."""
     lines = [
         SECTION_START,
         "## Throughput: the credentials endpoint against a bare endpoint of the same app",
@@ -211,15 +256,36 @@ def section(runs, found, options, started, load_average, seconds):
         f"- Date: {started:%Y-%m-%d %H:%M} UTC; the run took {seconds:.0f} s.",
         f"- Machine: {machine()}; load average {load_average[0]:.2f} before, {load_average[1]:.2f} after.",
         f"- Command: `{command(options)}`",
-        f"- Method: `gunicorn -w {options.workers} -k gthread --threads {options.threads}` on 127.0.0.1 and an "
-        f"SQLite file prepared with the CLI; a client-credentials authenticator (created through the API) holds a "
-        f"token from oidc-provider that outlives the run. `wrk -t{options.threads_wrk} -c{options.connections} "
-        f"-d{options.seconds}s` (same machine) against `POST /api/v1/authenticators/<id>/credentials` with a `use` "
-        f"service token and body `{{}}`, and against `GET /livez` (a constant JSON, no database); "
-        f"{options.rounds} rounds, the endpoints in turns, the order reversed every other round, after "
-        f"{WARMUP_SECONDS} s of warm-up each.",
-        f"- Requirement: the credentials endpoint's median requests per second at least {MIN_RATIO:.0%} of the "
-        f"bare endpoint's, every answer 2xx.",
+        f"- Method: `gunicorn -w {options.workers} -k gthread --threads {options.threads}` on 127.0.0.1, on each "
+        f"database in turn, prepared with the CLI; a client-credentials authenticator (created through the API) "
+        f"holds a token from oidc-provider that outlives the run. `wrk -t{options.threads_wrk} "
+        f"-c{options.connections} -d{options.seconds}s` (same machine) against "
+        f"`POST /api/v1/authenticators/<id>/credentials` with a `use` service token and body `{{}}`, and against "
+        f"`GET /livez` (a constant JSON, no database); {options.rounds} rounds, the endpoints in turns, the order "
+        f"reversed every other round, after {WARMUP_SECONDS} s of warm-up each.",
+        f"- Requirement, on each database: the credentials endpoint's median requests per second at least "
+        f"{MIN_RATIO:.0%} of the bare endpoint's, every answer 2xx.",
+        *(f"- {note}." for note in notes),
+    ]
+    for measured in results:
+        lines += database_lines(measured)
+    for measured in results:
+        if measured.found:
+            lines += profile_lines(measured.database, measured.found)
+    passed = bool(results) and all(measured.passed for measured in results)
+    failed = [measured.database for measured in results if not measured.passed]
+    lines += ["", f"Result: {'pass' if passed else 'FAIL' + (': ' + ', '.join(failed) if failed else '')}.",
+              SECTION_END]
+    return "\n".join(lines) + "\n", passed
+
+
+def database_lines(measured):
+    """Render one database's runs and ratio."""
+    runs = measured.runs
+    ratios = [c.requests_per_second / b.requests_per_second for c, b in zip(runs[CREDENTIALS], runs[BARE])]
+    lines = [
+        "",
+        f"### {measured.database}",
         "",
         "| endpoint | requests/s per round | median requests/s | median latency per round |",
         "|---|---|---|---|",
@@ -231,25 +297,23 @@ def section(runs, found, options, started, load_average, seconds):
         )
     lines += [
         "",
-        f"Ratio credentials ÷ bare: **{ratio:.2f}** (per round: {', '.join(f'{r:.2f}' for r in ratios)}); "
-        f"answers not 2xx or socket errors: {errors}.",
+        f"Ratio credentials ÷ bare: **{measured.ratio:.2f}** (per round: {', '.join(f'{r:.2f}' for r in ratios)}); "
+        f"answers not 2xx or socket errors: {measured.errors}; {'pass' if measured.passed else 'FAIL'}.",
     ]
-    if found:
-        lines += profile_lines(found)
-    lines += ["", f"Result: {'pass' if passed else 'FAIL'}.", SECTION_END]
-    return "\n".join(lines) + "\n", passed
+    return lines
 
 
-def profile_lines(found):
+def profile_lines(database, found):
     """Render the in-process profile: time per call, SQL statements, and where the time goes."""
     lines = [
         "",
-        f"### Where a credentials call spends its time (in-process, {found.calls} calls)",
+        f"### Where a credentials call spends its time on {database} (in-process, {found.calls} calls)",
         "",
         f"Flask's test client on the same database: a credentials call takes "
         f"{microseconds(found.credentials_seconds)}, `/livez` {microseconds(found.bare_seconds)} "
         f"(ratio {found.bare_seconds / found.credentials_seconds:.2f}). A credentials call with the token "
-        f"cached runs {len(found.statements)} SQL statements:",
+        f"cached runs {len(found.statements)} SQL statement{'s' if len(found.statements) != 1 else ''}, as the "
+        f"driver sees them:",
         "",
         *(f"{number}. `{statement[:160]}{'…' if len(statement) > 160 else ''}`"
           for number, statement in enumerate(found.statements, 1)),
@@ -266,11 +330,26 @@ def profile_lines(found):
 def command(options):
     """The command line that reproduces a run."""
     return (f"{COMMAND} --rounds {options.rounds} --seconds {options.seconds} --connections {options.connections}"
-            + (" --profile" if options.profile else ""))
+            + (" --profile" if options.profile else "") + (" --sqlite-only" if options.sqlite_only else ""))
+
+
+def measure(database, url, provider, folder, options):
+    """Load both endpoints on one database, and profile the credentials call if it falls short (or if asked)."""
+    environment = app_environment(url)
+    tokens = prepare_database(environment)
+    with Gunicorn(environment, folder, workers=options.workers, threads=options.threads) as server:
+        authenticator_id = create_oauth_authenticator(server, tokens.manage, provider.token_endpoint)
+        first = call_credentials(server, tokens.use, authenticator_id)
+        if first.status != 200:
+            raise SystemExit(f"The first credentials call answered {first.status}: {first.error}")
+        measured = Measured(database, load(server, authenticator_id, tokens.use, folder, options), None)
+    if not measured.passed or options.profile:
+        measured.found = profile(environment, authenticator_id, tokens.use, options.profile_calls)
+    return measured
 
 
 def main(argv=None):
-    """Run the benchmark, print and record the figures; exit 1 if the ratio is below MIN_RATIO."""
+    """Run the benchmark, print and record the figures; exit 1 if the ratio is below MIN_RATIO on a database."""
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per endpoint")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
@@ -280,6 +359,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=16, help="threads per gunicorn worker (gthread)")
     parser.add_argument("--profile", action="store_true", help="profile the credentials call even when passing")
     parser.add_argument("--profile-calls", type=int, default=1000, help="calls timed and profiled in-process")
+    parser.add_argument("--sqlite-only", action="store_true", help="leave PostgreSQL out")
     parser.add_argument("--output", type=Path, default=DOCS, help="markdown file to write the figures into")
     options = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -287,30 +367,22 @@ def main(argv=None):
         return 2
 
     started, clock, load_before = datetime.now(UTC), time.perf_counter(), os.getloadavg()[0]
+    results, notes = [], []
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as folder:
         provider = start_oidc_provider(Path(folder) / "oidc-provider.log", client_credentials_ttl=TOKEN_TTL,
                                        access_token_ttl=TOKEN_TTL)
         try:
-            environment = app_environment(f"sqlite:///{Path(folder) / 'apiauth.sqlite3'}")
-            tokens = prepare_database(environment)
-            with Gunicorn(environment, folder, workers=options.workers, threads=options.threads) as server:
-                authenticator_id = create_oauth_authenticator(server, tokens.manage, provider.token_endpoint)
-                first = call_credentials(server, tokens.use, authenticator_id)
-                if first.status != 200:
-                    raise SystemExit(f"The first credentials call answered {first.status}: {first.error}")
-                runs = load(server, authenticator_id, tokens.use, folder, options)
-            load_after = os.getloadavg()[0]
-            ratio = median_rate(runs[CREDENTIALS]) / median_rate(runs[BARE])
-            found = None
-            if ratio < MIN_RATIO or options.profile:
-                found = profile(environment, authenticator_id, tokens.use, options.profile_calls)
+            for database, url in benchmark_databases(folder, options.sqlite_only, notes):
+                results.append(measure(database, url, provider, folder, options))
         finally:
             provider.stop()
+    load_after = os.getloadavg()[0]
 
-    text, passed = section(runs, found, options, started, (load_before, load_after), time.perf_counter() - clock)
+    text, passed = section(results, notes, options, started, (load_before, load_after), time.perf_counter() - clock)
     print(text)
-    if found:
-        print(found.text)
+    for measured in results:
+        if measured.found:
+            print(f"{measured.database}:\n{measured.found.text}")
     write_section(options.output, text, SECTION_START, SECTION_END)
     print(f"Wrote {options.output}.")
     return 0 if passed else 1

@@ -1,11 +1,21 @@
 """The bearer-token gate of the API, and lookups scoped to the token's domain."""
 
+import contextlib
 import functools
 
 from flask import g, request
+from sqlalchemy import and_, bindparam, exists, or_, select
 
-from ..models import Authenticator, find
-from ..service_tokens import record_token_use, token_for_bearer
+from ..extensions import db
+from ..models import (
+    LARGEST_ID,
+    Authenticator,
+    ServiceToken,
+    TokenState,
+    find,
+    service_token_authenticators,
+)
+from ..service_tokens import TOKEN_MARK, hash_token, record_token_use, token_for_bearer
 from .errors import MESSAGES, ApiError
 
 GATE_ATTRIBUTE = "service_token_gate"
@@ -14,12 +24,21 @@ SCOPES_ALLOWED = {"use": {"use", "manage"}, "manage": {"manage"}}
 # The largest id a database column holds; a larger one would fail in the driver.
 
 
-def service_token_required(scope):
-    """Let a view run only for an active service token holding `scope`."""
+def service_token_required(scope, fast_path=None):
+    """Let a view run only for an active service token holding `scope`.
+
+    A fast path, `fast_path(scope, **view_args)`, may answer first; it must hold the gate's
+    rules itself (read_reached does) and return None whenever the gate and the view should
+    answer instead.
+    """
 
     def decorate(view):
         @functools.wraps(view)
         def gated(*args, **kwargs):
+            if fast_path is not None:
+                answer = fast_path(scope, *args, **kwargs)
+                if answer is not None:
+                    return answer
             token = _bearer_token()
             if token is None:
                 raise ApiError(401, "unauthorized", MESSAGES[401])
@@ -35,12 +54,18 @@ def service_token_required(scope):
     return decorate
 
 
-def _bearer_token():
-    """Return the active service token the request presents, or None."""
+def _bearer_value():
+    """Return the bearer token the request presents, or None."""
     credentials = request.authorization
     if credentials is None or credentials.type != "bearer" or not credentials.token:
         return None
-    return token_for_bearer(credentials.token)
+    return credentials.token
+
+
+def _bearer_token():
+    """Return the active service token the request presents, or None."""
+    plain = _bearer_value()
+    return None if plain is None else token_for_bearer(plain)
 
 
 def current_service_token():
@@ -57,3 +82,100 @@ def get_authenticator(authenticator_id):
     if not token.may_use(authenticator):
         raise ApiError(403, "forbidden", "This service token is limited to other authenticators.")
     return authenticator
+
+
+def read_reached(scope, authenticator_id, columns):
+    """Read columns of service_tokens, authenticators and token_states in one SELECT; return their values.
+
+    The values come (a tuple, in the order of columns) only when the request's bearer token is
+    active, holds `scope`, and reaches the authenticator (its domain, its list): the rules of
+    the gate and of get_authenticator, in SQL. token_states is outer-joined: its values are
+    None when the authenticator has no row there. None otherwise: the full gate tells why.
+    """
+    plain = _bearer_value()
+    if not plain or not plain.startswith(TOKEN_MARK) or not 0 <= authenticator_id <= LARGEST_ID:
+        return None
+    statement = _reach_statement(db.engine.dialect, scope, columns)
+    return statement.first({"token_hash": hash_token(plain), "authenticator_id": authenticator_id})
+
+
+class _CompiledRead:
+    """A Core SELECT compiled once for a dialect, run on a pooled DBAPI connection.
+
+    This is what Connection.execute does for a cached statement, without its execution
+    context, events and result objects, which cost a busy credentials endpoint more than the
+    read itself: binds are taken as they are (plain strings and numbers), and each value goes
+    through its column type's result processor as Core would do.
+    """
+
+    def __init__(self, dialect, statement, columns):
+        self.dialect, self.columns = dialect, columns
+        self.compiled = statement.compile(dialect=dialect)
+        # Some processors depend on the driver's type codes: known from the first execution.
+        self.processors = None
+
+    def first(self, values):
+        """Return the first row's values, processed, or None."""
+        params = self.compiled.construct_params(values)
+        if self.compiled.positional:
+            params = tuple(params[name] for name in self.compiled.positiontup)
+        connection = db.engine.raw_connection()
+        try:
+            with _autocommit(connection.driver_connection):
+                cursor = connection.cursor()
+                cursor.execute(self.compiled.string, params)
+                row = cursor.fetchone()
+                if self.processors is None:
+                    self.processors = self._processors(cursor.description)
+                cursor.close()
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        return tuple(value if process is None or value is None else process(value)
+                     for process, value in zip(self.processors, row))
+
+    def _processors(self, description):
+        return [
+            column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
+            for column, described in zip(self.columns, description)
+        ]
+
+
+@contextlib.contextmanager
+def _autocommit(driver_connection):
+    """Run a lone read outside a transaction where the driver allows it (psycopg): no BEGIN and
+    ROLLBACK round trips around it. sqlite3 (before Python 3.12) begins none for a SELECT anyway."""
+    if not hasattr(driver_connection, "autocommit"):
+        yield
+        return
+    previous = driver_connection.autocommit
+    driver_connection.autocommit = True
+    try:
+        yield
+    finally:
+        driver_connection.autocommit = previous
+
+
+# Keyed by dialect: each app (a test makes many) has its own engine and dialect.
+@functools.lru_cache(maxsize=32)
+def _reach_statement(dialect, scope, columns):
+    link = service_token_authenticators
+    limited = exists().where(link.c.service_token_id == ServiceToken.id)
+    listed = exists().where(link.c.service_token_id == ServiceToken.id, link.c.authenticator_id == Authenticator.id)
+    statement = (
+        select(*columns)
+        .select_from(ServiceToken)
+        .join(Authenticator, and_(
+            Authenticator.id == bindparam("authenticator_id"), Authenticator.domain_id == ServiceToken.domain_id,
+        ))
+        .outerjoin(TokenState, TokenState.authenticator_id == Authenticator.id)
+        .where(
+            ServiceToken.token_hash == bindparam("token_hash"),
+            ServiceToken.revoked_at.is_(None),
+            # Equalities, not IN: an IN list is expanded at every execution.
+            or_(*(ServiceToken.scope == allowed for allowed in sorted(SCOPES_ALLOWED[scope]))),
+            or_(~limited, listed),
+        )
+    )
+    return _CompiledRead(dialect, statement, columns)

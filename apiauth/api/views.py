@@ -7,7 +7,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from ..authentication import run_authenticator_test
-from ..consumers import ConsumerError, credentials, relay, report
+from ..consumers import CACHED_COLUMNS, ConsumerError, cached_credentials, credentials, relay, report
 from ..extensions import db
 from ..models import Authenticator, Domain
 from ..service_tokens import token_actor
@@ -24,7 +24,7 @@ from .bodies import (
 )
 from .errors import ApiError, ValidationFailed, error_response, http_error_response
 from ..models import LARGEST_ID
-from .gate import current_service_token, get_authenticator, service_token_required
+from .gate import current_service_token, get_authenticator, read_reached, service_token_required
 from .openapi import openapi_document
 
 bp = Blueprint("api", __name__, url_prefix=URL_PREFIX)
@@ -184,11 +184,26 @@ def test(authenticator_id):
     }
 
 
+def _cached_credentials(scope, authenticator_id):
+    """Answer the common credentials call from one read (consumers.cached_credentials), or None."""
+    try:
+        min_validity = _min_validity()
+    except ApiError:
+        return None  # the full path answers, after the gate
+    row = read_reached(scope, authenticator_id, CACHED_COLUMNS)
+    return None if row is None else cached_credentials(row, min_validity)
+
+
 @bp.route("/authenticators/<int:authenticator_id>/credentials", methods=["POST"])
-@service_token_required("use")
+@service_token_required("use", fast_path=_cached_credentials)
 def get_credentials(authenticator_id):
     """Return the headers and query parameters to add to a call, valid for at least min_validity seconds."""
     authenticator = get_authenticator(authenticator_id)
+    return credentials(authenticator, current_service_token().name, _min_validity())
+
+
+def _min_validity():
+    """Return the body's min_validity, or raise ValidationFailed."""
     body = json_object(required=False)
     problems = _unknown_fields(body, ("min_validity",))
     min_validity = body.get("min_validity", 0)
@@ -196,7 +211,7 @@ def get_credentials(authenticator_id):
         problems["min_validity"] = [f"Send the seconds the credentials must stay valid, from 0 to {LONGEST_MIN_VALIDITY}."]
     if problems:
         raise ValidationFailed(problems)
-    return credentials(authenticator, current_service_token().name, min_validity)
+    return min_validity
 
 
 @bp.route("/authenticators/<int:authenticator_id>/report", methods=["POST"])
