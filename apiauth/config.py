@@ -35,6 +35,9 @@ def load_settings(instance_path, environ=None):
     keys = env.get("APIAUTH_ENCRYPTION_KEYS")
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,
+        # Test each pooled connection before use: after a database restart the pool reconnects
+        # by itself instead of failing the first request of every connection.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "SECRET_KEY": secret_key,
         # None means "the instance key file": created only when no encrypted data exists.
         "ENCRYPTION_KEYS": _split(keys) if keys else None,

@@ -63,11 +63,11 @@ def app_environment(database_url):
     }
 
 
-def flask_command(environment, *args):
-    """Run `flask --app wsgi ARGS` from the project folder; return what it printed, or fail loudly."""
+def flask_command(environment, *args, input=None):
+    """Run `flask --app wsgi ARGS` from the project folder (input on its stdin); return what it printed, or fail loudly."""
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", *args],
-        cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=60, input=input,
     )
     if result.returncode != 0:
         raise RuntimeError(f"`flask {' '.join(args)}` failed with {result.returncode}:\n{result.stdout}{result.stderr}")
