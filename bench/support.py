@@ -5,6 +5,7 @@ concurrent credentials calls, a throwaway PostgreSQL.
 Everything started here is stopped by its process id; loads go to 127.0.0.1 only.
 """
 
+import itertools
 import os
 import re
 import secrets
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -199,6 +200,40 @@ class Gunicorn:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+class Instances:
+    """Several gunicorn masters behind one address, as a load balancer shows them: each call goes to the next.
+
+    It stands in for a Gunicorn wherever calls are made (url), and answers for the workers of all.
+    """
+
+    def __init__(self, servers):
+        self.servers = list(servers)
+        self._turns = itertools.cycle(self.servers)
+        self._lock = threading.Lock()
+
+    def url(self, path):
+        """Return the URL of a path on the next server in turn."""
+        with self._lock:
+            server = next(self._turns)
+        return server.url(path)
+
+    def worker_pids(self):
+        """Return the process ids of every server's workers."""
+        return set().union(*(server.worker_pids() for server in self.servers))
+
+    def pids_that_served(self, method, path, status=200):
+        """Return the workers of any server that answered this method and path with status."""
+        return set().union(*(server.pids_that_served(method, path, status) for server in self.servers))
+
+
+@contextmanager
+def serving(environment, folder, instances=1, **options):
+    """Yield a Gunicorn (or, for several instances, their Instances) on one database; stop them all after."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(Gunicorn(environment, folder, **options)) for _ in range(instances)]
+        yield servers[0] if instances == 1 else Instances(servers)
 
 
 class _ProxyServer(ThreadingHTTPServer):
