@@ -42,6 +42,8 @@ def load_settings(instance_path, environ=None):
         # None means "the instance key file": created only when no encrypted data exists.
         "ENCRYPTION_KEYS": _split(keys) if keys else None,
         "ENCRYPTION_KEY_FILE": str(Path(instance_path) / "encryption_keys"),
+        # Ids of lost keys whose values may stay in the database: the explicit force to start without them.
+        "ALLOW_MISSING_KEYS": _split(env.get("APIAUTH_ALLOW_MISSING_KEYS")),
         "PUBLIC_URL": (env.get("APIAUTH_PUBLIC_URL") or "").rstrip("/"),
         "OUTBOUND_ALLOW": _split(env.get("APIAUTH_OUTBOUND_ALLOW")),
         "PANE_PAGE_SIZE": 20,

@@ -24,7 +24,7 @@ from apiauth.service_tokens import create_service_token
 from bench.support import Gunicorn, app_environment, flask_command, prepare_database
 from tests.support.postgres import PostgresServer, wanted
 
-from .conftest import CSRF_PATTERN, sign_in
+from .conftest import CSRF_PATTERN
 
 PAGE_TITLE = "Temporarily unavailable"
 PAGE_MESSAGE = "The database cannot be reached right now. Nothing was saved."
@@ -240,10 +240,7 @@ def restartable_postgres():
     """A PostgreSQL server of this test's own, which it may stop and start."""
     server = PostgresServer()
     yield server
-    try:
-        server.stop()
-    except Exception:
-        shutil.rmtree(server.folder, ignore_errors=True)
+    server.stop()
 
 
 @pytest.mark.skipif(not wanted(), reason="a database server restart: PostgreSQL only (APIAUTH_TEST_DATABASE=postgresql)")
