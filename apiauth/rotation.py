@@ -94,29 +94,39 @@ def rotate(batch_size=500, progress=lambda moved: None):
     old_ids = [key_id for key_id in ring.key_ids if key_id != ring.primary_id]
     moved = 0
     for sealed in sealed_columns():
-        after = None
-        while True:
-            query = sealed.query.where(_key_id(sealed.column).in_(old_ids))
-            if after is not None:
-                query = query.where(sealed.key > after)
-            rows = db.session.execute(query.order_by(sealed.key).limit(batch_size)).all()
-            if not rows:
-                break
+        for rows in batches_under(sealed, old_ids, batch_size):
             moved += sum(_reseal(sealed, row, ring) for row in rows)
             db.session.commit()
             progress(moved)
-            after = rows[-1].pk
     return moved
+
+
+def batches_under(sealed, key_ids, batch_size):
+    """Yield the rows of a column whose values are sealed under key_ids, a batch at a time, in key order."""
+    after = None
+    while True:
+        query = sealed.query.where(_key_id(sealed.column).in_(key_ids))
+        if after is not None:
+            query = query.where(sealed.key > after)
+        rows = db.session.execute(query.order_by(sealed.key).limit(batch_size)).all()
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].pk
 
 
 def _reseal(sealed, row, ring):
     """Swap one value for its ciphertext under the primary key, unless it changed meanwhile."""
     context = sealed.context(row)
-    fresh = ring.encrypt(ring.decrypt(row.sealed, context), context)
+    return swap(sealed, row, ring.encrypt(ring.decrypt(row.sealed, context), context))
+
+
+def swap(sealed, row, value):
+    """Store value in place of the one read in row, unless it changed meanwhile; return 1 if swapped, else 0."""
     return db.session.execute(
         update(sealed.column.table)
         .where(sealed.key == row.pk, sealed.column == row.sealed)
-        .values({sealed.column.name: fresh})
+        .values({sealed.column.name: value})
     ).rowcount
 
 

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 from bench.pane import machine
 from bench.support import (
     TokenEndpointProxy,
@@ -34,6 +32,7 @@ from bench.support import (
     create_oauth_authenticator,
     percentile,
     postgres_database,
+    postgres_version,
     prepare_database,
     serving,
     warm_up,
@@ -149,16 +148,6 @@ def measure_postgres(provider, token_endpoint, options, folder, notes):
                              f"each on one database, the calls sent to each in turn, as a load balancer would")
             results.append(measure(database, url, provider, token_endpoint, options, folder, instances))
     return results
-
-
-def postgres_version(url):
-    """Return the version of the PostgreSQL server at url, e.g. 15.14."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(text("SHOW server_version")).scalar().split()[0]
-    finally:
-        engine.dispose()
 
 
 def milliseconds(seconds):

@@ -473,7 +473,7 @@ def postgres_database():
     """
     given = os.environ.get(POSTGRES_URL_VARIABLE)
     if given:
-        with _database_on(given) as url:
+        with database_on(given) as url:
             yield url, f"a fresh database on the server of {POSTGRES_URL_VARIABLE}"
         return
     initdb = POSTGRES_BIN / "initdb"
@@ -486,7 +486,8 @@ def postgres_database():
 
 
 @contextmanager
-def _database_on(server_url):
+def database_on(server_url):
+    """Yield the URL of a fresh database on the PostgreSQL server of server_url; drop it after."""
     name = f"apiauth_bench_{secrets.token_hex(4)}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
@@ -521,6 +522,16 @@ def _throwaway_cluster():
             as_postgres(POSTGRES_BIN / "pg_ctl", "-D", folder, "-m", "immediate", "stop")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def postgres_version(url):
+    """Return the version of the PostgreSQL server at url, e.g. 15.14."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SHOW server_version")).scalar().split()[0]
+    finally:
+        engine.dispose()
 
 
 def write_section(path, text, start, end):
