@@ -31,7 +31,7 @@ from sqlalchemy import event
 from apiauth import create_app
 from apiauth.config import new_encryption_key
 from apiauth.extensions import db
-from bench.support import database_on, postgres_database, postgres_version, write_section
+from bench.support import database_on, postgres_for_run, write_section
 
 SMALL, LARGE = 10, 10_000
 MAX_RATIO = 1.5
@@ -291,17 +291,10 @@ def main(argv=None):
     notes = []
     with tempfile.TemporaryDirectory(prefix="bench-pane-") as folder, ExitStack() as stack:
         databases = {f"SQLite {sqlite3.sqlite_version}": make_panes(Path(folder) / "sqlite", settings)}
-        if options.sqlite_only:
-            notes.append("PostgreSQL was left out (--sqlite-only)")
-        else:
-            server_url, how = stack.enter_context(postgres_database())
-            if server_url is None:
-                notes.append(how)
-            else:
-                name = f"PostgreSQL {postgres_version(server_url)}"
-                notes.append(f"{name}: {how}, a database for each size")
-                urls = [stack.enter_context(database_on(server_url)) for _ in range(3)]
-                databases[name] = make_panes(Path(folder) / "postgresql", settings, urls)
+        server_url, name = postgres_for_run(stack, options.sqlite_only, notes)
+        if server_url:
+            urls = [stack.enter_context(database_on(server_url)) for _ in range(3)]
+            databases[name] = make_panes(Path(folder) / "postgresql", settings, urls)
         full_page = next(iter(databases.values()))[0].app.config["PANE_PAGE_SIZE"]
         results = measure(databases, full_page, options.rounds, options.warmup)
         for panes in databases.values():

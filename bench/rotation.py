@@ -27,7 +27,7 @@ from apiauth.config import new_encryption_key
 from apiauth.extensions import db
 from apiauth.rotation import batches_under, key_usage, rotate, sealed_columns, swap
 from bench.pane import machine
-from bench.support import database_on, postgres_database, postgres_version, write_section
+from bench.support import database_on, postgres_for_run, write_section
 
 COMMAND = ".venv/bin/python -m bench.rotation"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -181,17 +181,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench-rotation-") as folder, ExitStack() as stack:
         folder = Path(folder)
         results.append(measure("SQLite", f"sqlite:///{folder / 'apiauth.sqlite3'}", folder / "sqlite", options))
-        if options.sqlite_only:
-            notes.append("PostgreSQL was left out (--sqlite-only)")
-        else:
-            server_url, how = stack.enter_context(postgres_database())
-            if server_url is None:
-                notes.append(how)
-            else:
-                name = f"PostgreSQL {postgres_version(server_url)}"
-                notes.append(f"{name}: {how}")
-                database_url = stack.enter_context(database_on(server_url))
-                results.append(measure(name, database_url, folder / "postgresql", options))
+        server_url, name = postgres_for_run(stack, options.sqlite_only, notes)
+        if server_url:
+            database_url = stack.enter_context(database_on(server_url))
+            results.append(measure(name, database_url, folder / "postgresql", options))
     load = (load_before, os.getloadavg()[0])
 
     text = section(results, notes, options, started, load, time.perf_counter() - clock)

@@ -485,6 +485,23 @@ def postgres_database():
         yield url, "a throwaway PostgreSQL 15 cluster started for the run (fsync off)"
 
 
+def postgres_for_run(stack, sqlite_only, notes):
+    """Enter a PostgreSQL server for the run into stack; return (its URL, its name), or (None, None).
+
+    Why there is none (--sqlite-only, or no way to have one), or how it was had, goes to notes.
+    """
+    if sqlite_only:
+        notes.append("PostgreSQL was left out (--sqlite-only)")
+        return None, None
+    url, how = stack.enter_context(postgres_database())
+    if url is None:
+        notes.append(how)
+        return None, None
+    name = f"PostgreSQL {postgres_version(url)}"
+    notes.append(f"{name}: {how}")
+    return url, name
+
+
 @contextmanager
 def database_on(server_url):
     """Yield the URL of a fresh database on the PostgreSQL server of server_url; drop it after."""
