@@ -38,7 +38,7 @@ def init_app(app):
             db.engine.dispose()
         keys = app.config["ENCRYPTION_KEYS"] or _instance_keys(app, set(usage))
         ring = KeyRing(keys)
-        unknown = sorted(set(usage) - set(ring.key_ids) - set(app.config.get("ALLOW_MISSING_KEYS") or ()))
+        unknown = sorted(set(usage) - set(ring.key_ids) - set(app.config["ALLOW_MISSING_KEYS"]))
         if unknown:
             counts = ", ".join(f"{key_id} ({usage[key_id]} values)" for key_id in unknown)
             raise KeyRingError(WRONG_KEY_MESSAGE.format(counts=counts, ids=",".join(unknown)))

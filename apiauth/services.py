@@ -177,7 +177,6 @@ def _stamp(authenticator, actor):
     authenticator.modified_by_name = actor.username
 
 
-
 def clear_sealed(authenticator, actor, fields, tokens):
     """Forget secrets (and the tokens, if tokens) whose key is gone; the status starts over."""
     if tokens:
