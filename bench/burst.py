@@ -97,12 +97,13 @@ class Figures:
 
 
 def ready(server, use_token, authenticator_id):
-    """Get a token and let every worker serve a call; return when the token expires."""
+    """Get a token and let every worker serve a call; return when the token held now expires."""
     first = call_credentials(server, use_token, authenticator_id)
     if first.status != 200:
         raise SystemExit(f"The first credentials call answered {first.status}: {first.error}")
     warm_up(server, use_token, authenticator_id)
-    return first.expires_at
+    # A slow warm-up may have outlived the first token: the burst waits for the one held now.
+    return call_credentials(server, use_token, authenticator_id).expires_at
 
 
 def measure(database, url, provider, token_endpoint, options, folder, instances=1):
