@@ -20,7 +20,7 @@ def is_htmx():
 
 def sign_in_required_response():
     """Send an anonymous visitor to sign-in: a redirect, or 401 with HX-Redirect for htmx."""
-    login_url = url_for("auth.login", next=request.full_path.rstrip("?"))
+    login_url = url_for("auth.login", next=request.script_root + request.full_path.rstrip("?"))
     if is_htmx():
         return "", 401, {"HX-Redirect": login_url}
     return redirect(login_url)

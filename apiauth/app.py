@@ -34,8 +34,9 @@ def create_app(config=None):
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from . import auth, cli, keys
+    from . import auth, cli, keys, portal
     from .api import views as api
+    from .audit import views as audit
     from .editor import views as editor
     from .oauth import views as oauth
     from .pane import views as pane
@@ -48,10 +49,12 @@ def create_app(config=None):
     app.register_blueprint(editor.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(service_tokens.bp)
+    app.register_blueprint(audit.bp)
     app.register_blueprint(api.bp)
     # The API authenticates each call by its bearer token, never by a cookie: no CSRF to forge.
     csrf.exempt(api.bp)
     oauth.init_app(app)
+    portal.init_app(app)
     cli.init_app(app)
     _register_error_pages(app)
     _register_template_helpers(app)

@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from .engine.config import AuthConfig, Condition
 from .engine.outbound import OutboundPolicy
+from .engine.redact import Redactor
 from .engine.testing import TestOutcome, run_test
 from .extensions import db
 from .models import SECRET_FIELDS, Authenticator, utcnow
@@ -56,6 +57,11 @@ _CONFIG_ATTRIBUTES = (
 )
 _DEFAULTS = {"add_to": "header", "grant_type": "client_credentials", "client_authentication": "basic_header",
              "code_challenge_method": "S256", "token_prefix": "Bearer"}
+
+
+def redact_secrets(authenticator, text):
+    """Mask an authenticator's secrets and stored tokens in text that came from outside."""
+    return Redactor.for_config(engine_config(authenticator), load_tokens(authenticator)).redact(text)
 
 
 def fingerprint(config):

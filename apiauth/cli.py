@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from sqlalchemy import func, insert, select
 
+from .audit.events import COMMAND_LINE, record_event
 from .extensions import db
 from .rotation import drop, key_usage, rotate
 from .models import (
@@ -99,6 +100,24 @@ def create_user(username, domain_names, domain_manager, password_stdin):
     click.echo(f"Created user {username}.")
     if not password_stdin:
         click.echo(f"Password (shown once): {password}")
+
+
+@users.command("grant")
+@click.argument("username")
+@click.option("--domain", "domain_names", multiple=True, required=True, help="A domain to manage.")
+def grant_domain_management(username, domain_names):
+    """Grant a user Domain Management in domains, e.g. a user the portal signed in."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"No user named {username!r}.")
+    for name in domain_names:
+        domain = _domain(name)
+        membership = user.membership(domain.id) or Membership(domain=domain)
+        membership.domain_manager = True
+        if membership not in user.memberships:
+            user.memberships.append(membership)
+        click.echo(f"{username} now holds Domain Management in {name}.")
+    db.session.commit()
 
 
 @click.group()
@@ -239,7 +258,12 @@ def keys_rotate(batch_size):
     ring = current_app.extensions["apiauth_keyring"]
     moved = rotate(batch_size, progress=lambda count: click.echo(f"re-encrypted {count} values so far"))
     click.echo(f"Re-encrypted {moved} values under key {ring.primary_id}.")
-    remaining = {k for k, n in _echo_usage().items() if n and k != ring.primary_id}
+    usage = _echo_usage()
+    remaining = {k for k, n in usage.items() if n and k != ring.primary_id}
+    record_event("keys rotated", COMMAND_LINE, detail=(
+        f"values re-encrypted under key {ring.primary_id}: {moved}; "
+        f"left under old keys: {sum(usage[k] for k in remaining)}"))
+    db.session.commit()
     missing = sorted(remaining - set(ring.key_ids))
     if remaining - set(missing):
         click.echo("Values remain under old keys (changed during the run?): run the command again.")

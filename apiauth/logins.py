@@ -17,14 +17,14 @@ from datetime import timedelta
 from flask import current_app, session
 from sqlalchemy import update
 
-from .authentication import engine_config, outbound_policy, record_status
+from .audit.events import record_event
+from .authentication import engine_config, outbound_policy, record_status, redact_secrets
 from .tokenstore import load_tokens, store_tokens
 from .engine.login import start_login
 from .engine.metadata import discover_metadata
 from .engine.tokens import TokenError, exchange_code, revoke_token
 from .extensions import db
 from .models import Authenticator, LoginAttempt, utcnow, verifier_context
-from .services import record_event
 
 LOGIN_LIFETIME = timedelta(minutes=10)
 SESSION_KEY = "login_binding"
@@ -86,6 +86,7 @@ def begin_login(authenticator, user, redirect_uri, popup, return_to):
             expires_at=utcnow() + LOGIN_LIFETIME,
         )
     )
+    record_event("login started", user.username, authenticator=authenticator)
     db.session.commit()
     return start.url
 
@@ -130,17 +131,18 @@ def complete_login(attempt, args, user):
     result = LoginResult(authenticator, succeeded=False, popup=attempt.popup, return_to=attempt.return_to)
     if "error" in args:
         code = args["error"]
-        result.reason = code if ERROR_CODE.fullmatch(code) else "login_error"
+        # From the provider's redirect, which anyone can forge: it may echo the client secret.
+        result.reason = redact_secrets(authenticator, code) if ERROR_CODE.fullmatch(code) else "login_error"
         result.description = args.get("error_description", "")[:300]
     else:
         result.reason, result.description = _exchange(authenticator, attempt, args.get("code", ""))
         result.succeeded = not result.reason
     if result.succeeded:
         record_status(authenticator, "connected")
-        record_event(authenticator, user, "logged in")
+        record_event("logged in", user.username, authenticator=authenticator)
     else:
         record_status(authenticator, "failed", result.reason)
-        record_event(authenticator, user, "login failed")
+        record_event("login failed", user.username, authenticator=authenticator, detail=result.reason)
     db.session.commit()
     return result
 
@@ -172,5 +174,5 @@ def disconnect(authenticator, user):
                     revoke_token(config, endpoint, token, hint, outbound_policy(), current_app.logger.info)
     store_tokens(authenticator, None)
     record_status(authenticator, "need_login")
-    record_event(authenticator, user, "disconnected")
+    record_event("disconnected", user.username, authenticator=authenticator)
     db.session.commit()

@@ -305,6 +305,12 @@ class LoginAttempt(db.Model):
 
 
 class AuditEvent(db.Model):
+    """Something that happened: who did it (actor), what (action), to which authenticator.
+
+    An event of no one domain (a key rotation, a failed sign-in with an unknown user name)
+    has no domain_id and shows on every domain's audit page.
+    """
+
     __tablename__ = "audit_events"
     __table_args__ = (
         Index("ix_audit_events_domain_created_at", "domain_id", "created_at"),
@@ -312,7 +318,7 @@ class AuditEvent(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
     authenticator_id: Mapped[int | None] = mapped_column(
         ForeignKey("authenticators.id", ondelete="SET NULL")
     )
@@ -322,7 +328,38 @@ class AuditEvent(db.Model):
     # Names of the fields that changed: never their values.
     changes: Mapped[list] = mapped_column(JSON, default=list)
     version: Mapped[int | None] = mapped_column()
+    # A short note: a failure's reason code, counts. Never a secret, never a typed user name.
+    detail: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    # The client address of the request that caused the event; empty on the command line.
+    address: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class UserSession(db.Model):
+    """A signed-in browser session; signing out deletes it, so a copy of the cookie is refused."""
+
+    __tablename__ = "user_sessions"
+
+    # SHA-256 of the random value kept in the signed session cookie.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SignInFailure(db.Model):
+    """A failed sign-in, counted to throttle guessing per user name and per client address."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (
+        Index("ix_sign_in_failures_user_key_failed_at", "user_key", "failed_at"),
+        Index("ix_sign_in_failures_address_failed_at", "address", "failed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # HMAC-SHA-256 of the user name as typed, case-folded: people type passwords into that field.
+    user_key: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column()
 
 
 # The token fields kept encrypted in token_states.

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy import event, exists, func, or_, select, update
 
+from .audit.events import record_event
 from .extensions import db
 from .models import Authenticator, ServiceToken, find, service_token_authenticators, utcnow
 
@@ -88,14 +89,16 @@ def create_service_token(domain, name, scope, authenticators=(), created_by=""):
         authenticators=list(authenticators),
     )
     db.session.add(token)
+    record_event("service token created", created_by, domain_id=domain.id, detail=f"{name} ({scope})")
     db.session.commit()
     return token, plain
 
 
-def revoke_service_token(token):
+def revoke_service_token(token, revoked_by=""):
     """Revoke a service token: from now on it answers 401."""
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        record_event("service token revoked", revoked_by, domain_id=token.domain_id, detail=token.name)
         db.session.commit()
 
 
@@ -114,7 +117,7 @@ def record_token_use(token):
     if token.last_used_at is not None and token.last_used_at > stale:
         return
     # Conditional, so that concurrent calls of one token write once.
-    db.session.execute(
+    stamped = db.session.execute(
         update(ServiceToken)
         .where(
             ServiceToken.id == token.id,
@@ -122,7 +125,9 @@ def record_token_use(token):
         )
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
-    )
+    ).rowcount
+    if stamped:
+        record_event("service token used", token_actor(token).username, domain_id=token.domain_id)
     db.session.commit()
 
 

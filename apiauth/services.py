@@ -3,6 +3,7 @@
 from sqlalchemy import delete, select
 from sqlalchemy.orm.exc import StaleDataError
 
+from .audit.events import record_event
 from .extensions import db
 from .tokenstore import load_tokens
 from .models import (
@@ -32,21 +33,6 @@ class EditConflict(Exception):
     def __init__(self, events):
         super().__init__("the authenticator changed meanwhile")
         self.events = events
-
-
-def record_event(authenticator, actor, action, changes=()):
-    """Add an audit event about an authenticator to the session."""
-    db.session.add(
-        AuditEvent(
-            domain_id=authenticator.domain_id,
-            authenticator_id=authenticator.id,
-            authenticator_name=authenticator.name,
-            actor=actor.username,
-            action=action,
-            changes=list(changes),
-            version=authenticator.version,
-        )
-    )
 
 
 def events_since(authenticator, version):
@@ -103,7 +89,7 @@ def create_authenticator(domain, actor, values, secrets, action="created"):
     _reset_status(authenticator)
     _stamp(authenticator, actor)
     db.session.flush()
-    record_event(authenticator, actor, action, changed)
+    record_event(action, actor.username, authenticator=authenticator, changes=changed)
     db.session.commit()
     return authenticator
 
@@ -130,7 +116,7 @@ def update_authenticator(authenticator, actor, values, secrets, loaded_version):
         db.session.rollback()
         db.session.refresh(authenticator)
         raise EditConflict(events_since(authenticator, loaded_version)) from None
-    record_event(authenticator, actor, "updated", changed)
+    record_event("updated", actor.username, authenticator=authenticator, changes=changed)
     db.session.commit()
     return changed
 
@@ -146,7 +132,7 @@ def duplicate_authenticator(source, actor):
 
 def delete_authenticator(authenticator, actor):
     """Delete an authenticator, keeping its audit trail."""
-    record_event(authenticator, actor, "deleted")
+    record_event("deleted", actor.username, authenticator=authenticator)
     db.session.delete(authenticator)
     db.session.commit()
 
@@ -186,4 +172,5 @@ def clear_sealed(authenticator, actor, fields, tokens):
     _reset_status(authenticator)
     _stamp(authenticator, actor)
     db.session.flush()
-    record_event(authenticator, actor, "updated", [*fields, *(["tokens"] if tokens else [])])
+    record_event("updated", actor.username, authenticator=authenticator,
+                 changes=[*fields, *(["tokens"] if tokens else [])])

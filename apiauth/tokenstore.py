@@ -16,6 +16,7 @@ from flask import current_app
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 
+from .audit.events import APIAUTH, record_event
 from .engine.config import TokenSet
 from .engine.tokens import TokenError, ensure_token, needs_renewal
 from .extensions import db
@@ -201,6 +202,7 @@ def _renew(authenticator, config, policy, log, current, generation, holder, min_
     try:
         tokens = ensure_token(config, current, policy, log, now=time.time() + min_validity)
     except TokenError as error:
+        record_event("token renewal failed", APIAUTH, authenticator=authenticator, detail=error.reason)
         if error.reason == "need_login" and current is not None:
             # The refresh token was rejected: forget the tokens, unless newer ones arrived.
             forgotten = store_tokens(authenticator, None, expected_generation=generation)

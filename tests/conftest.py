@@ -85,7 +85,13 @@ def empty_database_url(tmp_path, schema_template):
 
 
 @pytest.fixture
-def app(tmp_path, database_url):
+def app_settings():
+    """Settings a test module adds to the test app's: override this fixture, or parametrize it."""
+    return {}
+
+
+@pytest.fixture
+def app(tmp_path, database_url, app_settings):
     """An app on a fresh database in a temporary instance folder."""
     app = create_app(
         {
@@ -95,6 +101,7 @@ def app(tmp_path, database_url):
             "SQLALCHEMY_DATABASE_URI": database_url,
             "ENCRYPTION_KEYS": [TEST_KEY],
             "OUTBOUND_ALLOW": ["127.0.0.0/8", "::1/128"],
+            **app_settings,
         }
     )
     app.test_client_class = CsrfClient

@@ -1,9 +1,19 @@
 """Signing in and out, and working in several domains."""
 
-from apiauth.extensions import db
-from apiauth.models import Domain
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from types import SimpleNamespace
 
-from .conftest import PASSWORD, sign_in
+import pytest
+import requests
+
+from apiauth import auth, create_app
+from apiauth.extensions import db
+from apiauth.models import Domain, SignInFailure
+from bench.support import Gunicorn, app_environment, flask_command
+
+from .conftest import CSRF_PATTERN, PASSWORD, sign_in
 
 
 def test_sign_in_leads_to_the_pane(anonymous, admin):
@@ -81,3 +91,159 @@ def test_switching_to_a_domain_without_the_privilege_is_refused(client, domain, 
 
 def test_health_check_answers_without_sign_in(anonymous):
     assert anonymous.get("/health").get_json() == {"status": "ok"}
+
+
+# Sign-in throttling: 5 failures per user name, 20 per client address, in 15 minutes.
+
+USER_NAME_REFUSAL = "Too many failed sign-ins for this user name. Try again in 15 minutes."
+ADDRESS_REFUSAL = "Too many failed sign-ins from your network address. Try again in 15 minutes."
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A clock the sign-in reads, that the test moves on: clock.now += timedelta(...)."""
+    fake = SimpleNamespace(now=datetime(2030, 1, 1, 9, 0))
+    monkeypatch.setattr("apiauth.auth.clock", lambda: fake.now)
+    return fake
+
+
+def attempt(client, username, password="wrong", address="127.0.0.1", **headers):
+    return client.post("/login", data={"username": username, "password": password},
+                       environ_base={"REMOTE_ADDR": address}, headers=headers)
+
+
+def fail(client, username, times, **kwargs):
+    for _ in range(times):
+        assert attempt(client, username, **kwargs).status_code == 401
+
+
+@pytest.mark.parametrize("username", ["alice", "nobody"])
+def test_after_five_failures_a_user_name_is_refused_even_with_the_right_password(anonymous, admin, clock, username):
+    fail(anonymous, username, 5)
+    response = attempt(anonymous, username, PASSWORD)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 429
+    assert USER_NAME_REFUSAL in page
+    assert response.headers["Retry-After"] == "900"
+    # What was typed is kept, so the user can try again later without retyping the name.
+    assert f'value="{username}"' in page
+    assert anonymous.get("/authenticators").status_code == 302
+
+
+def test_the_refusal_counts_down_and_ends_with_the_window(anonymous, admin, clock):
+    fail(anonymous, "alice", 5)
+    clock.now += timedelta(minutes=14, seconds=1)
+    response = attempt(anonymous, "alice", PASSWORD)
+    assert response.status_code == 429
+    assert "Try again in 1 minute." in response.get_data(as_text=True)
+    clock.now += timedelta(minutes=1)
+    assert attempt(anonymous, "alice", PASSWORD).status_code == 302
+    assert anonymous.get("/authenticators").status_code == 200
+
+
+def test_refused_attempts_do_not_extend_the_refusal(anonymous, admin, clock):
+    fail(anonymous, "alice", 5)
+    for _ in range(10):
+        clock.now += timedelta(minutes=1)
+        assert attempt(anonymous, "alice").status_code == 429
+    clock.now += timedelta(minutes=5, seconds=1)
+    assert attempt(anonymous, "alice", PASSWORD).status_code == 302
+
+
+def test_a_successful_sign_in_clears_the_failures_of_its_user_name(anonymous, admin, clock):
+    fail(anonymous, "alice", 4)
+    assert attempt(anonymous, "alice", PASSWORD).status_code == 302
+    anonymous.post("/logout", data={})
+    fail(anonymous, "alice", 4)
+    assert attempt(anonymous, "alice", PASSWORD).status_code == 302
+
+
+def test_the_user_name_limit_ignores_case(anonymous, admin, clock):
+    for name in ("alice", "Alice", "ALICE", "aLiCe", "alicE"):
+        fail(anonymous, name, 1)
+    assert attempt(anonymous, "alice", PASSWORD).status_code == 429
+
+
+def test_one_address_trying_many_user_names_is_refused_after_twenty_failures(anonymous, admin, clock):
+    for number in range(20):
+        fail(anonymous, f"guess-{number}", 1, address="192.0.2.7")
+    response = attempt(anonymous, "alice", PASSWORD, address="192.0.2.7")
+    assert response.status_code == 429
+    assert ADDRESS_REFUSAL in response.get_data(as_text=True)
+    # The real user, elsewhere, is not locked out.
+    assert attempt(anonymous, "alice", PASSWORD, address="198.51.100.4").status_code == 302
+
+
+def test_a_forged_x_forwarded_for_does_not_change_the_address_counted(anonymous, admin, clock):
+    # No trusted proxy is configured: whatever the header says, the client is the peer.
+    for number in range(20):
+        fail(anonymous, f"guess-{number}", 1, **{"X-Forwarded-For": f"203.0.113.{number}"})
+    response = attempt(anonymous, "alice", PASSWORD, **{"X-Forwarded-For": "203.0.113.200"})
+    assert response.status_code == 429
+    assert ADDRESS_REFUSAL in response.get_data(as_text=True)
+
+
+def test_every_instance_counts_the_same_failures(app, anonymous, admin, clock):
+    other_instance = create_app({**app.config, "INSTANCE_PATH": app.instance_path})
+    other_instance.test_client_class = type(anonymous)
+    fail(anonymous, "alice", 5)
+    response = attempt(other_instance.test_client(), "alice", PASSWORD)
+    assert response.status_code == 429
+    with other_instance.app_context():
+        db.engine.dispose()
+
+
+def test_concurrent_guesses_across_workers_cannot_slip_past_the_limit(tmp_path, schema_template):
+    # Four gunicorn workers check passwords at once: a throttle that counted a failure only
+    # after its password check would let every one of these guesses through.
+    url = (f"sqlite:///{tmp_path / 'apiauth.sqlite3'}" if schema_template is None
+           else schema_template.new_database("template0"))
+    environment = app_environment(url)
+    flask_command(environment, "db", "upgrade")
+    flask_command(environment, "users", "create", "alice")
+    server = Gunicorn(environment, tmp_path, workers=4, threads=4)
+    try:
+        sessions = [requests.Session() for _ in range(12)]
+        forms = [{"username": "alice", "password": "wrong",
+                  "csrf_token": CSRF_PATTERN.search(s.get(server.url("/login"), timeout=10).text).group(1)}
+                 for s in sessions]
+        start = threading.Barrier(len(sessions))
+
+        def guess(number):
+            start.wait()
+            return sessions[number].post(server.url("/login"), data=forms[number], timeout=30).status_code
+
+        with ThreadPoolExecutor(len(sessions)) as pool:
+            codes = list(pool.map(guess, range(len(sessions))))
+    finally:
+        server.stop()
+        if schema_template is not None:
+            schema_template.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    assert codes.count(401) <= 5 and codes.count(401) + codes.count(429) == len(sessions), codes
+
+
+def test_failures_are_kept_without_the_user_name_typed(app, anonymous, admin, clock):
+    fail(anonymous, "correct horse in the wrong field", 1)
+    keys = db.session.scalars(db.select(SignInFailure.user_key)).all()
+    assert keys and all("horse" not in key for key in keys)
+
+
+def test_failures_older_than_the_window_are_pruned(anonymous, admin, clock):
+    fail(anonymous, "bob", 3)
+    clock.now += timedelta(minutes=16)
+    fail(anonymous, "carol", 1)
+    assert db.session.scalar(db.select(db.func.count()).select_from(SignInFailure)) == 1
+
+
+@pytest.mark.parametrize("username", ["nobody", "portal-user"])
+def test_an_unknown_user_name_costs_a_password_hash_like_a_known_one(anonymous, admin, make_user, monkeypatch,
+                                                                     username):
+    """Answering faster for a name no one has (or a user without a password) would tell which names exist."""
+    if username == "portal-user":
+        make_user(username, {}).password_hash = None
+        db.session.commit()
+    hashed = []
+    real_check = auth.check_password_hash
+    monkeypatch.setattr(auth, "check_password_hash", lambda *args: hashed.append(1) or real_check(*args))
+    response = anonymous.post("/login", data={"username": username, "password": "guess"})
+    assert response.status_code == 401 and hashed == [1]

@@ -9,8 +9,15 @@ from flask_login import current_user
 from ..access import domain_management_required, get_authenticator
 from ..auth import safe_next
 from ..extensions import db
+from ..logins import (
+    LoginRefused,
+    begin_login,
+    claim_attempt,
+    complete_login,
+    disconnect,
+)
 from ..models import Authenticator
-from ..logins import LoginRefused, begin_login, claim_attempt, complete_login, disconnect
+from ..portal import is_portal_page
 from . import callback_url
 
 bp = Blueprint("oauth", __name__)
@@ -47,9 +54,14 @@ def login(authenticator_id):
     authenticator = get_authenticator(authenticator_id)
     if not authenticator.uses_login:
         abort(400, "This authenticator does not use Login: only authorization-code grants do.")
-    return_to = safe_next(request.args.get("next"))
+    return_to = login_return_to(request.args.get("next"))
     popup = request.args.get("popup") == "1"
     return redirect(begin_login(authenticator, current_user, callback_url(), popup, return_to))
+
+
+def login_return_to(target):
+    """Return where the Login ends: the portal page that frames the UI, or a path of this app."""
+    return target if is_portal_page(target) else safe_next(target)
 
 
 @bp.route("/oauth/callback")

@@ -83,6 +83,6 @@ def revoke(token_id):
         abort(404)
     if request.method == "GET":
         return render_template("service_tokens/confirm_revoke.html", token=token)
-    revoke_service_token(token)
+    revoke_service_token(token, current_user.username)
     flash(f"Service token “{token.name}” revoked. Calls with it now answer 401.")
     return redirect(url_for("service_tokens.index"))
