@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from flask import Flask, abort, g, render_template, request, url_for
+from flask import Flask, abort, current_app, g, has_request_context, render_template, request, url_for
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .config import load_settings
 from .extensions import csrf, db, login_manager, migrate
@@ -10,6 +11,9 @@ from .extensions import csrf, db, login_manager, migrate
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # An id no authenticator has, replaced in URL patterns built once per request.
 URL_PLACEHOLDER_ID = 987654321987
+# What a 503 tells clients to wait before trying again while the database is unreachable.
+RETRY_AFTER_SECONDS = "5"
+DATABASE_UNAVAILABLE = "The database cannot be reached right now. Nothing was saved. Try again in a moment."
 
 
 def create_app(config=None):
@@ -71,7 +75,7 @@ def _register_error_pages(app):
     from .api.errors import http_error_response
 
     def error_page(error):
-        db.session.rollback()
+        _roll_back()
         if is_api_request():
             return http_error_response(error)
         code = getattr(error, "code", 500) or 500
@@ -79,6 +83,65 @@ def _register_error_pages(app):
 
     for code in (400, 401, 403, 404, 405, 409, 500):
         app.register_error_handler(code, error_page)
+    app.register_error_handler(DBAPIError, database_unavailable)
+    # Registered after flask-sqlalchemy's teardown, so it runs before it and leaves it nothing to do.
+    app.teardown_appcontext(_close_session)
+
+
+def is_outage(error):
+    """Tell whether a database error means the database is out of reach, rather than a bug."""
+    return isinstance(error, OperationalError) or error.connection_invalidated
+
+
+def _log_outage(error):
+    # One line, and only the driver's message: the statement's parameters may hold secrets.
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+    current_app.logger.warning("Database unavailable (%s %s): %s", request.method, request.path, reason)
+
+
+def _roll_back():
+    """Roll the session back; a connection lost meanwhile took its transaction with it."""
+    try:
+        db.session.rollback()
+    except DBAPIError as error:
+        if not is_outage(error):
+            raise
+
+
+def _close_session(exception):
+    """End the request's session, even when the database cut its connection after the answer was made."""
+    try:
+        db.session.close()
+    except DBAPIError as error:
+        if not is_outage(error):
+            raise
+        if has_request_context():
+            _log_outage(error)
+    finally:
+        db.session.registry.clear()
+
+
+def database_unavailable(error):
+    """Answer 503 when the database cannot be reached, rolling back whatever the request began.
+
+    Nothing was committed: the transaction dies with the connection. The pool's pre-ping
+    (SQLALCHEMY_ENGINE_OPTIONS) reconnects once the database is back, without a restart.
+    """
+    if not is_outage(error):
+        raise error  # a bug, not an outage: the 500 handler logs and answers it
+    _roll_back()
+    _log_outage(error)
+    from .api import is_api_request
+    from .api.errors import ApiError, error_response
+
+    if is_api_request():
+        response = error_response(ApiError(503, "database_unavailable", DATABASE_UNAVAILABLE))
+    else:
+        # Render as nobody: flask-login's template context would look the user up in the database.
+        login_manager._update_request_context_with_user()
+        response = current_app.make_response((render_template("unavailable.html", message=DATABASE_UNAVAILABLE), 503))
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
 
 
 def _register_template_helpers(app):

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 
 from .audit.events import COMMAND_LINE, record_event
 from .extensions import db
-from .rotation import key_usage, rotate
+from .rotation import drop, key_usage, rotate
 from .models import (
     AUTHORIZATION_CODE_GRANTS,
     SERVICE_TOKEN_SCOPES,
@@ -219,7 +219,7 @@ def _echo_usage():
         role = "first key: encrypts" if key_id == ring.primary_id else "old key: decrypts only"
         click.echo(f"{key_id}  {usage.get(key_id, 0):>8} values  ({role})")
     for key_id in sorted(set(usage) - set(ring.key_ids)):
-        click.echo(f"{key_id}  {usage[key_id]:>8} values  (NOT in APIAUTH_ENCRYPTION_KEYS)")
+        click.echo(f"{key_id}  {usage[key_id]:>8} values  (NOT in APIAUTH_ENCRYPTION_KEYS: unreadable)")
     return usage
 
 
@@ -229,6 +229,28 @@ def keys_status():
     _echo_usage()
 
 
+@keys.command("drop")
+@click.argument("key_id")
+@click.option("--force", is_flag=True, help="Clear the values the key still seals: those secrets are lost.")
+def keys_drop(key_id, force):
+    """Check that no stored value needs KEY_ID any more, or, with --force, clear those that do."""
+    ring = current_app.extensions["apiauth_keyring"]
+    if key_id == ring.primary_id:
+        raise click.ClickException(f"Key {key_id} is the first key, which encrypts new values: put another key first.")
+    in_use = key_usage().get(key_id, 0)
+    if in_use and not force:
+        raise click.ClickException(
+            f"Key {key_id} still seals {in_use} values. Run `flask --app wsgi keys rotate` with the key in "
+            f"APIAUTH_ENCRYPTION_KEYS to move them under the first key, or add --force to clear them: those "
+            f"secrets and tokens are lost, and must be entered (or logged in) again."
+        )
+    if in_use:
+        click.echo(f"Cleared {drop(key_id)} values sealed under key {key_id}; the authenticators that held them "
+                   f"are Not tested (or Need to Login) and their audit trail says so.")
+    click.echo(f"No value is sealed under key {key_id}: remove it from APIAUTH_ENCRYPTION_KEYS "
+               f"(and from APIAUTH_ALLOW_MISSING_KEYS) on every instance.")
+
+
 @keys.command("rotate")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
 def keys_rotate(batch_size):
@@ -236,11 +258,18 @@ def keys_rotate(batch_size):
     ring = current_app.extensions["apiauth_keyring"]
     moved = rotate(batch_size, progress=lambda count: click.echo(f"re-encrypted {count} values so far"))
     click.echo(f"Re-encrypted {moved} values under key {ring.primary_id}.")
-    remaining = {k: n for k, n in _echo_usage().items() if k != ring.primary_id}
+    usage = _echo_usage()
+    remaining = {k for k, n in usage.items() if n and k != ring.primary_id}
     record_event("keys rotated", COMMAND_LINE, detail=(
-        f"values re-encrypted under key {ring.primary_id}: {moved}; left under old keys: {sum(remaining.values())}"))
+        f"values re-encrypted under key {ring.primary_id}: {moved}; "
+        f"left under old keys: {sum(usage[k] for k in remaining)}"))
     db.session.commit()
-    if remaining:
+    missing = sorted(remaining - set(ring.key_ids))
+    if remaining - set(missing):
         click.echo("Values remain under old keys (changed during the run?): run the command again.")
-    else:
-        click.echo("No value remains under an old key: old keys may now be removed from APIAUTH_ENCRYPTION_KEYS.")
+    if missing:
+        click.echo(f"Values under key(s) {', '.join(missing)} cannot be opened without the key: "
+                   f"`flask --app wsgi keys drop KEY_ID --force` clears them.")
+    if not remaining:
+        click.echo("No value remains under an old key: `flask --app wsgi keys drop KEY_ID` confirms it for a key, "
+                   "then remove that key from APIAUTH_ENCRYPTION_KEYS.")

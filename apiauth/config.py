@@ -49,10 +49,15 @@ def load_settings(instance_path, environ=None):
     keys = env.get("APIAUTH_ENCRYPTION_KEYS")
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,
+        # Test each pooled connection before use: after a database restart the pool reconnects
+        # by itself instead of failing the first request of every connection.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "SECRET_KEY": secret_key,
         # None means "the instance key file": created only when no encrypted data exists.
         "ENCRYPTION_KEYS": _split(keys) if keys else None,
         "ENCRYPTION_KEY_FILE": str(Path(instance_path) / "encryption_keys"),
+        # Ids of lost keys whose values may stay in the database: the explicit force to start without them.
+        "ALLOW_MISSING_KEYS": _split(env.get("APIAUTH_ALLOW_MISSING_KEYS")),
         "PUBLIC_URL": (env.get("APIAUTH_PUBLIC_URL") or "").rstrip("/"),
         "OUTBOUND_ALLOW": _split(env.get("APIAUTH_OUTBOUND_ALLOW")),
         # Embedding in a portal (apiauth/portal.py, docs/embedding.md).

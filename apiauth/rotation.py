@@ -3,6 +3,9 @@
 It is safe to interrupt and to run again (it picks up what is still under an old key), and
 to run while the app serves traffic: each value is swapped only if it is still the
 ciphertext that was read, so a secret changed meanwhile is never overwritten.
+
+Dropping a key that still seals values takes an explicit force: the values are cleared,
+each authenticator that loses one gets an audit event and starts over as Not tested.
 """
 
 from collections import Counter
@@ -10,9 +13,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flask import current_app
-from sqlalchemy import Column, Select, func, literal_column, select, update
+from sqlalchemy import Column, Select, delete, func, literal_column, or_, select, update
 
+from .crypto import KeyRing
 from .extensions import db
+from .service_tokens import TokenActor
+from .services import clear_sealed
 from .models import (
     SECRET_FIELDS,
     TOKEN_SECRETS,
@@ -78,32 +84,76 @@ def key_usage(only_tables=None):
 
 
 def rotate(batch_size=500, progress=lambda moved: None):
-    """Re-encrypt every value not under the primary key; return how many moved."""
+    """Re-encrypt every value not under the primary key; return how many moved.
+
+    Each column is walked once in key order, a batch per transaction: a value changed
+    meanwhile is left as its writer made it, and is not read again.
+    """
     ring = current_app.extensions["apiauth_keyring"]
+    # Values under a key the ring lacks (APIAUTH_ALLOW_MISSING_KEYS) cannot be opened: they stay.
+    old_ids = [key_id for key_id in ring.key_ids if key_id != ring.primary_id]
     moved = 0
     for sealed in sealed_columns():
-        while True:
-            rows = db.session.execute(
-                sealed.query.where(sealed.column.isnot(None), _key_id(sealed.column) != ring.primary_id)
-                .order_by(sealed.key)
-                .limit(batch_size)
-            ).all()
-            swapped = sum(_reseal(sealed, row, ring) for row in rows)
+        for rows in batches_under(sealed, old_ids, batch_size):
+            moved += sum(_reseal(sealed, row, ring) for row in rows)
             db.session.commit()
-            moved += swapped
-            if rows:
-                progress(moved)
-            if not rows or swapped == 0:
-                break
+            progress(moved)
     return moved
+
+
+def batches_under(sealed, key_ids, batch_size):
+    """Yield the rows of a column whose values are sealed under key_ids, a batch at a time, in key order."""
+    after = None
+    while True:
+        query = sealed.query.where(_key_id(sealed.column).in_(key_ids))
+        if after is not None:
+            query = query.where(sealed.key > after)
+        rows = db.session.execute(query.order_by(sealed.key).limit(batch_size)).all()
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].pk
 
 
 def _reseal(sealed, row, ring):
     """Swap one value for its ciphertext under the primary key, unless it changed meanwhile."""
     context = sealed.context(row)
-    fresh = ring.encrypt(ring.decrypt(row.sealed, context), context)
+    return swap(sealed, row, ring.encrypt(ring.decrypt(row.sealed, context), context))
+
+
+def swap(sealed, row, value):
+    """Store value in place of the one read in row, unless it changed meanwhile; return 1 if swapped, else 0."""
     return db.session.execute(
         update(sealed.column.table)
         .where(sealed.key == row.pk, sealed.column == row.sealed)
-        .values({sealed.column.name: fresh})
+        .values({sealed.column.name: value})
     ).rowcount
+
+
+# Audit events and Modified By name the command line for what `keys drop --force` clears.
+DROP_ACTOR = TokenActor("keys drop --force (command line)")
+
+
+def drop(key_id):
+    """Clear every value sealed under key_id; return how many values were cleared."""
+    authenticators, tokens = Authenticator.__table__, TokenState.__table__
+    cleared = key_usage().get(key_id, 0)
+    sealed_by_key = [authenticators.c[f"{field}_encrypted"] for field in SECRET_FIELDS]
+    tokens_by_key = [tokens.c[f"{field}_encrypted"] for field in TOKEN_SECRETS]
+    token_owners = select(tokens.c.authenticator_id).where(or_(*(_key_id(c) == key_id for c in tokens_by_key)))
+    touched = db.session.scalars(select(Authenticator).where(
+        or_(*(_key_id(c) == key_id for c in sealed_by_key), Authenticator.id.in_(token_owners))
+    )).all()
+    lost_tokens = set(db.session.scalars(token_owners))
+    for authenticator in touched:
+        fields = [field for field in SECRET_FIELDS if _sealed_under(authenticator, field, key_id)]
+        clear_sealed(authenticator, DROP_ACTOR, fields, tokens=authenticator.id in lost_tokens)
+    logins = LoginAttempt.__table__
+    db.session.execute(delete(logins).where(_key_id(logins.c.code_verifier_encrypted) == key_id))
+    db.session.commit()
+    return cleared
+
+
+def _sealed_under(authenticator, field, key_id):
+    sealed = getattr(authenticator, f"{field}_encrypted")
+    return sealed is not None and KeyRing.key_id_of(sealed) == key_id

@@ -162,3 +162,15 @@ def _stamp(authenticator, actor):
     authenticator.modified_by_id = actor.id
     authenticator.modified_by_name = actor.username
 
+
+def clear_sealed(authenticator, actor, fields, tokens):
+    """Forget secrets (and the tokens, if tokens) whose key is gone; the status starts over."""
+    if tokens:
+        db.session.execute(delete(TokenState).where(TokenState.authenticator_id == authenticator.id))
+    for field in fields:
+        setattr(authenticator, f"{field}_encrypted", None)
+    _reset_status(authenticator)
+    _stamp(authenticator, actor)
+    db.session.flush()
+    record_event("updated", actor.username, authenticator=authenticator,
+                 changes=[*fields, *(["tokens"] if tokens else [])])

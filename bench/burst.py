@@ -5,6 +5,9 @@ on SQLite and on PostgreSQL, and times the calls against baselines taken in the 
 the same number of concurrent calls while the token is cached, and single calls one after
 another. Every expiry burst is followed by its baselines while the renewed token is valid.
 
+On PostgreSQL it runs twice: on one gunicorn, and on two gunicorn masters (separate
+instances, two workers each) sharing one database, the calls spread over both.
+
 Two reference apps take the same burst without the lease: with a lock per process (one
 renewal per worker) and with no lock at all; they show what the count would be without it.
 """
@@ -19,11 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 from bench.pane import machine
 from bench.support import (
-    Gunicorn,
     TokenEndpointProxy,
     app_environment,
     burst_at_expiry,
@@ -32,7 +32,9 @@ from bench.support import (
     create_oauth_authenticator,
     percentile,
     postgres_database,
+    postgres_version,
     prepare_database,
+    serving,
     warm_up,
     write_section,
 )
@@ -43,6 +45,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION_START = "<!-- bench.burst: start -->"
 SECTION_END = "<!-- bench.burst: end -->"
 SINGLE_CALLS = 30
+# On PostgreSQL, a second row: the same workers split over separate gunicorn masters.
+INSTANCES = 2
 REFERENCES = {
     "lock per process": "bench.support:app_with_process_lock()",
     "no lock": "bench.support:app_without_lease()",
@@ -93,21 +97,25 @@ class Figures:
 
 
 def ready(server, use_token, authenticator_id):
-    """Get a token and let every worker serve a call; return when the token expires."""
+    """Get a token and let every worker serve a call; return when the token held now expires."""
     first = call_credentials(server, use_token, authenticator_id)
     if first.status != 200:
         raise SystemExit(f"The first credentials call answered {first.status}: {first.error}")
     warm_up(server, use_token, authenticator_id)
-    return first.expires_at
+    # A slow warm-up may have outlived the first token: the burst waits for the one held now.
+    return call_credentials(server, use_token, authenticator_id).expires_at
 
 
-def measure(database, url, provider, token_endpoint, options, folder):
-    """Run the expiry bursts with their baselines, then the reference apps, on one database."""
+def measure(database, url, provider, token_endpoint, options, folder, instances=1):
+    """Run the expiry bursts with their baselines, then the reference apps, on one database.
+
+    Several instances share the workers out and take the calls in turn.
+    """
     environment = app_environment(url)
     tokens = prepare_database(environment)
-    shape = {"workers": options.workers, "threads": options.threads}
+    shape = {"workers": options.workers // instances, "threads": options.threads, "instances": instances}
     figures = Figures(database, [], [], [], {})
-    with Gunicorn(environment, folder, **shape) as server:
+    with serving(environment, folder, **shape) as server:
         authenticator_id = create_oauth_authenticator(server, tokens.manage, token_endpoint)
         expires_at = ready(server, tokens.use, authenticator_id)
         for _ in range(options.bursts):
@@ -117,21 +125,30 @@ def measure(database, url, provider, token_endpoint, options, folder):
             figures.singles += [call_credentials(server, tokens.use, authenticator_id) for _ in range(SINGLE_CALLS)]
             expires_at = burst.next_expiry
     for name, app in REFERENCES.items():
-        with Gunicorn(environment, folder, app=app, **shape) as server:
+        with serving(environment, folder, app=app, **shape) as server:
             expires_at = ready(server, tokens.use, authenticator_id)
             burst = burst_at_expiry(server, provider, tokens.use, authenticator_id, expires_at, options.calls)
             figures.references[name] = burst.token_requests
     return figures
 
 
-def postgres_version(url):
-    """Return the version of the PostgreSQL server at url, e.g. 15.14."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(text("SHOW server_version")).scalar().split()[0]
-    finally:
-        engine.dispose()
+def measure_postgres(provider, token_endpoint, options, folder, notes):
+    """Measure on PostgreSQL: one gunicorn, then INSTANCES of them, each on a fresh database."""
+    results = []
+    for instances in (1, INSTANCES):
+        with postgres_database() as (url, how):
+            if url is None:
+                notes.append(how)
+                return results
+            database = f"PostgreSQL {postgres_version(url)}"
+            if instances == 1:
+                notes.append(f"{database}: {how}")
+            else:
+                database += f", {instances} instances × {options.workers // instances} workers"
+                notes.append(f"{database}: {instances} gunicorn masters of {options.workers // instances} workers "
+                             f"each on one database, the calls sent to each in turn, as a load balancer would")
+            results.append(measure(database, url, provider, token_endpoint, options, folder, instances))
+    return results
 
 
 def milliseconds(seconds):
@@ -222,13 +239,7 @@ def main(argv=None):
                 if options.sqlite_only:
                     notes.append("PostgreSQL was left out (--sqlite-only)")
                 else:
-                    with postgres_database() as (url, how):
-                        if url is None:
-                            notes.append(how)
-                        else:
-                            database = f"PostgreSQL {postgres_version(url)}"
-                            notes.append(f"{database}: {how}")
-                            results.append(measure(database, url, provider, endpoint.url, options, folder))
+                    results += measure_postgres(provider, endpoint.url, options, folder, notes)
         finally:
             provider.stop()
     load = (load_before, os.getloadavg()[0])

@@ -5,6 +5,7 @@ concurrent credentials calls, a throwaway PostgreSQL.
 Everything started here is stopped by its process id; loads go to 127.0.0.1 only.
 """
 
+import itertools
 import os
 import re
 import secrets
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,11 +64,11 @@ def app_environment(database_url):
     }
 
 
-def flask_command(environment, *args):
-    """Run `flask --app wsgi ARGS` from the project folder; return what it printed, or fail loudly."""
+def flask_command(environment, *args, input=None):
+    """Run `flask --app wsgi ARGS` from the project folder (input on its stdin); return what it printed, or fail loudly."""
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", *args],
-        cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=60, input=input,
     )
     if result.returncode != 0:
         raise RuntimeError(f"`flask {' '.join(args)}` failed with {result.returncode}:\n{result.stdout}{result.stderr}")
@@ -199,6 +200,40 @@ class Gunicorn:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+class Instances:
+    """Several gunicorn masters behind one address, as a load balancer shows them: each call goes to the next.
+
+    It stands in for a Gunicorn wherever calls are made (url), and answers for the workers of all.
+    """
+
+    def __init__(self, servers):
+        self.servers = list(servers)
+        self._turns = itertools.cycle(self.servers)
+        self._lock = threading.Lock()
+
+    def url(self, path):
+        """Return the URL of a path on the next server in turn."""
+        with self._lock:
+            server = next(self._turns)
+        return server.url(path)
+
+    def worker_pids(self):
+        """Return the process ids of every server's workers."""
+        return set().union(*(server.worker_pids() for server in self.servers))
+
+    def pids_that_served(self, method, path, status=200):
+        """Return the workers of any server that answered this method and path with status."""
+        return set().union(*(server.pids_that_served(method, path, status) for server in self.servers))
+
+
+@contextmanager
+def serving(environment, folder, instances=1, **options):
+    """Yield a Gunicorn (or, for several instances, their Instances) on one database; stop them all after."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(Gunicorn(environment, folder, **options)) for _ in range(instances)]
+        yield servers[0] if instances == 1 else Instances(servers)
 
 
 class _ProxyServer(ThreadingHTTPServer):
@@ -438,7 +473,7 @@ def postgres_database():
     """
     given = os.environ.get(POSTGRES_URL_VARIABLE)
     if given:
-        with _database_on(given) as url:
+        with database_on(given) as url:
             yield url, f"a fresh database on the server of {POSTGRES_URL_VARIABLE}"
         return
     initdb = POSTGRES_BIN / "initdb"
@@ -453,34 +488,35 @@ def postgres_database():
 def benchmark_databases(folder, sqlite_only, notes):
     """Yield (name, URL) of each database a benchmark runs on: an SQLite file in folder, then PostgreSQL.
 
-    PostgreSQL lives until the loop moves on (see postgres_database); why it was left out, or
-    how it was had, goes to notes.
+    PostgreSQL lives until the loop moves on; why it was left out, or how it was had, goes to notes.
     """
     yield "SQLite", f"sqlite:///{Path(folder) / 'apiauth.sqlite3'}"
+    with ExitStack() as stack:
+        url, name = postgres_for_run(stack, sqlite_only, notes)
+        if url is not None:
+            yield name, url
+
+
+def postgres_for_run(stack, sqlite_only, notes):
+    """Enter a PostgreSQL server for the run into stack; return (its URL, its name), or (None, None).
+
+    Why there is none (--sqlite-only, or no way to have one), or how it was had, goes to notes.
+    """
     if sqlite_only:
         notes.append("PostgreSQL was left out (--sqlite-only)")
-        return
-    with postgres_database() as (url, how):
-        if url is None:
-            notes.append(how)
-            return
-        name = f"PostgreSQL {postgres_version(url)}"
-        notes.append(f"{name}: {how}")
-        yield name, url
-
-
-def postgres_version(url):
-    """Return the version of the PostgreSQL server at url, e.g. 15.14."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(text("SHOW server_version")).scalar().split()[0]
-    finally:
-        engine.dispose()
+        return None, None
+    url, how = stack.enter_context(postgres_database())
+    if url is None:
+        notes.append(how)
+        return None, None
+    name = f"PostgreSQL {postgres_version(url)}"
+    notes.append(f"{name}: {how}")
+    return url, name
 
 
 @contextmanager
-def _database_on(server_url):
+def database_on(server_url):
+    """Yield the URL of a fresh database on the PostgreSQL server of server_url; drop it after."""
     name = f"apiauth_bench_{secrets.token_hex(4)}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
@@ -515,6 +551,16 @@ def _throwaway_cluster():
             as_postgres(POSTGRES_BIN / "pg_ctl", "-D", folder, "-m", "immediate", "stop")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def postgres_version(url):
+    """Return the version of the PostgreSQL server at url, e.g. 15.14."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SHOW server_version")).scalar().split()[0]
+    finally:
+        engine.dispose()
 
 
 def write_section(path, text, start, end):

@@ -84,3 +84,11 @@ def test_domains_and_users_are_created_from_the_command_line(app):
     assert carol.check_password("pw from stdin") and carol.memberships[0].domain_manager
     assert "already exists" in runner.invoke(args=["domains", "create", "Sales"]).output
     assert "No domain named 'Nope'" in runner.invoke(args=["users", "create", "dave", "--domain", "Nope"]).output
+
+
+def test_the_force_for_lost_keys_is_read_from_the_environment(tmp_path):
+    from apiauth.config import load_settings
+
+    settings = load_settings(tmp_path, {"APIAUTH_ALLOW_MISSING_KEYS": "1a2b3c4d, 5e6f7a8b", "APIAUTH_SECRET_KEY": "x"})
+    assert settings["ALLOW_MISSING_KEYS"] == ["1a2b3c4d", "5e6f7a8b"]
+    assert load_settings(tmp_path, {"APIAUTH_SECRET_KEY": "x"})["ALLOW_MISSING_KEYS"] == []

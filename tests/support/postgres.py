@@ -56,10 +56,21 @@ class PostgresServer:
         self._names = itertools.count(1)
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
-        data = self.folder / "data"
-        _as_postgres([str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"])
+        _as_postgres([str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"])
+        self.start()
+
+    @property
+    def data(self):
+        return self.folder / "data"
+
+    def start(self):
+        """Start the server on its port and wait until it accepts connections."""
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-        _as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-l", str(self.folder / "log"), "-w", "-o", options, "start"])
+        _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-o", options, "start"])
+
+    def shut_down(self):
+        """Stop the server as an operator restarting it would (fast: sessions are cut), keeping its data."""
+        _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
 
     template_name = TEMPLATE
 
@@ -91,7 +102,8 @@ class PostgresServer:
         ).stdout
 
     def stop(self):
-        _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate", "stop"])
+        """Stop the server for good and delete its folder."""
+        _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
