@@ -32,7 +32,7 @@ def engine_config(authenticator, values=None, secrets=None):
 
     A secret left blank in `secrets` falls back to the stored one, as saving would do.
     """
-    source = {field: getattr(authenticator, field) for field in _CONFIG_ATTRIBUTES} if authenticator else {}
+    source = {field: getattr(authenticator, field) for field in CONFIG_ATTRIBUTES} if authenticator else {}
     source.update(values or {})
     typed = secrets or {}
     plain = {
@@ -41,7 +41,7 @@ def engine_config(authenticator, values=None, secrets=None):
     }
     params = source.get("extra_params") or []
     return AuthConfig(
-        **{field: source.get(field) or _DEFAULTS.get(field, "") for field in _CONFIG_ATTRIBUTES
+        **{field: source.get(field) or _DEFAULTS.get(field, "") for field in CONFIG_ATTRIBUTES
            if field not in ("extra_params", "conditions")},
         **plain,
         extra_auth_params=tuple((p["name"], p["value"]) for p in params if p["target"] == "authorization"),
@@ -50,7 +50,7 @@ def engine_config(authenticator, values=None, secrets=None):
     )
 
 
-_CONFIG_ATTRIBUTES = (
+CONFIG_ATTRIBUTES = (
     "method", "key", "add_to", "username", "grant_type", "access_token_url", "auth_url", "client_id",
     "scope", "client_authentication", "code_challenge_method", "audience", "resource", "token_prefix",
     "extra_params", "conditions",

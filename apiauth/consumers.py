@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import update
 
-from .authentication import engine_config, outbound_policy
+from .authentication import CONFIG_ATTRIBUTES, engine_config, outbound_policy
 from .editor.forms import normalize_host
 from .engine.apply import apply_credentials, credentials_for
 from .engine.conditions import judge
@@ -22,7 +22,7 @@ from .engine.redact import Redactor
 from .engine.testing import response_text
 from .engine.tokens import TokenError
 from .extensions import db
-from .models import Authenticator, ServiceToken, TokenState, utcnow
+from .models import SECRET_FIELDS, Authenticator, ServiceToken, TokenState, utcnow
 from .service_tokens import token_use_due
 from .tokenstore import (
     expire_access_token,
@@ -113,9 +113,21 @@ class _Columns(SimpleNamespace):
     get_secret = Authenticator.get_secret
 
 
-# What cached_credentials reads, by table, in the one statement of api.gate.read_reached.
-_TOKEN_COLUMNS = (ServiceToken.__table__.c.name, ServiceToken.__table__.c.last_used_at)
-_AUTHENTICATOR_COLUMNS, _STATE_COLUMNS = tuple(Authenticator.__table__.c), tuple(TokenState.__table__.c)
+def _columns(model, names):
+    return tuple(model.__table__.c[name] for name in names)
+
+
+# What cached_credentials reads, by table, in the one statement of api.gate.read_reached:
+# only what the answer and the "anything due?" checks need (every value read costs a busy endpoint).
+_TOKEN_COLUMNS = _columns(ServiceToken, ("name", "last_used_at"))
+_AUTHENTICATOR_COLUMNS = _columns(Authenticator, (
+    "uid", *CONFIG_ATTRIBUTES, *(f"{field}_encrypted" for field in SECRET_FIELDS),
+    "status", "status_reason", "last_consumer", "last_used_at",
+))
+_STATE_COLUMNS = _columns(TokenState, (
+    "access_token_encrypted", "refresh_token_encrypted", "token_type", "scope", "expires_at", "obtained_at",
+    "generation",
+))
 CACHED_COLUMNS = (*_TOKEN_COLUMNS, *_AUTHENTICATOR_COLUMNS, *_STATE_COLUMNS)
 
 

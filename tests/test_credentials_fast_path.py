@@ -7,12 +7,14 @@ the next call shows it: revocation, limits, another domain, a report, a new secr
 consumer, time passing.
 """
 
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, update
 
-from apiauth.api import views
+from apiauth.api import gate, views
 from apiauth.extensions import db
 from apiauth.models import Authenticator, Domain, ServiceToken, utcnow
 from apiauth.service_tokens import create_service_token, revoke_service_token
@@ -198,3 +200,24 @@ def test_an_authenticator_nobody_logged_in_to_answers_need_login_every_time(user
     for _ in range(2):
         assert_error(credentials(user, not_connected), 409, "need_login")
     assert fresh(not_connected).status == "need_login"
+
+
+def test_on_sqlite_a_repeated_call_reuses_the_read_until_anything_writes(app, database_url, user, weather, warm,
+                                                                          monkeypatch):
+    """SQLite: the one read is kept while PRAGMA data_version says no connection wrote since.
+
+    A write from a connection of its own (as another worker or the command line would make)
+    shows at the next call.
+    """
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the read is kept on SQLite only (its file tells when anything wrote)")
+    warm(user, weather)
+    reads = []
+    real_first = gate._CompiledRead.first
+    monkeypatch.setattr(gate._CompiledRead, "first", lambda self, values: reads.append(1) or real_first(self, values))
+    assert credentials(user, weather).status_code == 200
+    assert reads == []
+    with closing(sqlite3.connect(db.engine.url.database)) as elsewhere, elsewhere:
+        elsewhere.execute("UPDATE service_tokens SET revoked_at = CURRENT_TIMESTAMP")
+    assert_error(credentials(user, weather), 401, "unauthorized")
+    assert reads == [1]

@@ -2,6 +2,10 @@
 
 import contextlib
 import functools
+import os
+import sqlite3
+import threading
+import weakref
 
 from flask import g, request
 from sqlalchemy import and_, bindparam, exists, or_, select
@@ -96,7 +100,58 @@ def read_reached(scope, authenticator_id, columns):
     if not plain or not plain.startswith(TOKEN_MARK) or not 0 <= authenticator_id <= LARGEST_ID:
         return None
     statement = _reach_statement(db.engine.dialect, scope, columns)
-    return statement.first({"token_hash": hash_token(plain), "authenticator_id": authenticator_id})
+    values = {"token_hash": hash_token(plain), "authenticator_id": authenticator_id}
+    watch = _sqlite_watch(db.engine)
+    return statement.first(values) if watch is None else watch.read(statement, values)
+
+
+class _SqliteWatch:
+    """Reads of one SQLite file kept until anything writes to it, in any process.
+
+    `PRAGMA data_version` on a connection of its own (which never writes) changes whenever
+    any other connection commits: a worker's own writes, another worker's, the command line's.
+    A read is reused only while that number is still the one taken just before it: a revoked
+    token, a report or a renewal shows at the next call, as without the reuse.
+    """
+
+    LARGEST = 1024
+
+    def __init__(self, path):
+        self.pid = os.getpid()
+        self.connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.lock = threading.Lock()
+        self.reads = {}
+
+    def data_version(self):
+        with self.lock:
+            return self.connection.execute("PRAGMA data_version").fetchone()[0]
+
+    def read(self, statement, values):
+        """Return statement.first(values), reusing the last read if nothing was written since."""
+        key = (statement, values["token_hash"], values["authenticator_id"])
+        version = self.data_version()
+        kept = self.reads.get(key)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        row = statement.first(values)
+        if len(self.reads) >= self.LARGEST:
+            self.reads.clear()
+        self.reads[key] = (version, row)
+        return row
+
+
+_sqlite_watches = weakref.WeakKeyDictionary()
+
+
+def _sqlite_watch(engine):
+    """Return the watch of an engine's SQLite file (one per process), or None for another database."""
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    watch = _sqlite_watches.get(engine)
+    if watch is None or watch.pid != os.getpid():
+        watch = _sqlite_watches[engine] = _SqliteWatch(path)
+    return watch
 
 
 class _CompiledRead:
