@@ -9,6 +9,7 @@ import weakref
 
 from flask import g, request
 from sqlalchemy import and_, bindparam, exists, or_, select
+from sqlalchemy.exc import DBAPIError
 
 from ..extensions import db
 from ..models import (
@@ -118,18 +119,27 @@ class _SqliteWatch:
 
     def __init__(self, path):
         self.pid = os.getpid()
-        self.connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.path = path
+        self.connection = None
         self.lock = threading.Lock()
         self.reads = {}
 
     def data_version(self):
-        with self.lock:
-            return self.connection.execute("PRAGMA data_version").fetchone()[0]
+        """Return the file's data version, or None when it cannot be read (then no read is reused)."""
+        try:
+            with self.lock:
+                if self.connection is None:
+                    self.connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                return self.connection.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
 
     def read(self, statement, values):
         """Return statement.first(values), reusing the last read if nothing was written since."""
         key = (statement, values["token_hash"], values["authenticator_id"])
         version = self.data_version()
+        if version is None:
+            return statement.first(values)
         kept = self.reads.get(key)
         if kept is not None and kept[0] == version:
             return kept[1]
@@ -174,6 +184,21 @@ class _CompiledRead:
         params = self.compiled.construct_params(values)
         if self.compiled.positional:
             params = tuple(params[name] for name in self.compiled.positiontup)
+        try:
+            row = self._fetch_one(params)
+        except self.dialect.loaded_dbapi.Error as error:
+            # As Core would raise it (an OperationalError for a database out of reach: a 503), a
+            # dead connection thrown away, and the parameters (a token's hash) kept out of the message.
+            raise DBAPIError.instance(
+                self.compiled.string, params, error, self.dialect.loaded_dbapi.Error, hide_parameters=True,
+                connection_invalidated=self.dialect.is_disconnect(error, None, None),
+            ) from error
+        if row is None:
+            return None
+        return tuple(value if process is None or value is None else process(value)
+                     for process, value in zip(self.processors, row))
+
+    def _fetch_one(self, params):
         connection = db.engine.raw_connection()
         try:
             with _autocommit(connection.driver_connection):
@@ -183,12 +208,13 @@ class _CompiledRead:
                 if self.processors is None:
                     self.processors = self._processors(cursor.description)
                 cursor.close()
+        except self.dialect.loaded_dbapi.Error as error:
+            if self.dialect.is_disconnect(error, None, None):
+                connection.invalidate(error)
+            raise
         finally:
             connection.close()
-        if row is None:
-            return None
-        return tuple(value if process is None or value is None else process(value)
-                     for process, value in zip(self.processors, row))
+        return row
 
     def _processors(self, description):
         return [
