@@ -136,7 +136,7 @@ def _split(row):
     parts, start = [], 0
     for columns in (_TOKEN_COLUMNS, _AUTHENTICATOR_COLUMNS, _STATE_COLUMNS):
         end = start + len(columns)
-        parts.append(_Columns(**dict(zip((column.name for column in columns), row[start:end]))))
+        parts.append(_Columns(**dict(zip((column.name for column in columns), row[start:end], strict=True))))
         start = end
     return parts
 

@@ -36,7 +36,7 @@ from bench.support import (
     prepare_database,
     serving,
     warm_up,
-    write_section,
+    publish,
 )
 from tests.support.oidc import start_oidc_provider
 
@@ -245,9 +245,7 @@ def main(argv=None):
     load = (load_before, os.getloadavg()[0])
 
     text = section(results, notes, options, started, load, time.perf_counter() - clock)
-    print(text)
-    write_section(options.output, text, SECTION_START, SECTION_END)
-    print(f"Wrote {options.output}.")
+    publish(options.output, text, SECTION_START, SECTION_END)
     return 1 if any(figures.problems() for figures in results) else 0
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import event, text
 from apiauth import create_app
 from apiauth.config import new_encryption_key
 from apiauth.extensions import db
-from bench.support import database_on, postgres_for_run, write_section
+from bench.support import database_on, postgres_for_run, publish
 
 SMALL, LARGE = 10, 10_000
 MAX_RATIO = 1.5
@@ -320,11 +320,9 @@ def main(argv=None):
     command += f" --page-size {options.page_size}" if options.page_size else ""
     command += " --sqlite-only" if options.sqlite_only else ""
     text = section(results, notes, command, started, load, time.perf_counter() - clock)
-    print(text)
+    publish(options.output, text, SECTION_START, SECTION_END)
     if options.sql:
         print_sql(results)
-    write_section(options.output, text, SECTION_START, SECTION_END)
-    print(f"Wrote {options.output}.")
     return 0 if all(figures.passes(variant) for figures in results.values() for variant in VARIANTS) else 1
 
 

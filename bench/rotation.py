@@ -27,7 +27,7 @@ from apiauth.config import new_encryption_key
 from apiauth.extensions import db
 from apiauth.rotation import batches_under, key_usage, rotate, sealed_columns, swap
 from bench.pane import machine
-from bench.support import database_on, postgres_for_run, write_section
+from bench.support import database_on, postgres_for_run, publish
 
 COMMAND = ".venv/bin/python -m bench.rotation"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -188,9 +188,7 @@ def main(argv=None):
     load = (load_before, os.getloadavg()[0])
 
     text = section(results, notes, options, started, load, time.perf_counter() - clock)
-    print(text)
-    write_section(options.output, text, SECTION_START, SECTION_END)
-    print(f"Wrote {options.output}.")
+    publish(options.output, text, SECTION_START, SECTION_END)
     return 1 if any(figures.problems() for figures in results) else 0
 
 

@@ -563,6 +563,13 @@ def postgres_version(url):
         engine.dispose()
 
 
+def publish(path, text, start, end):
+    """Print a benchmark's section and put it into the markdown file at path."""
+    print(text)
+    write_section(path, text, start, end)
+    print(f"Wrote {path}.")
+
+
 def write_section(path, text, start, end):
     """Put a benchmark's section (text, from its start marker to its end marker) into a markdown file."""
     old = path.read_text() if path.exists() else (

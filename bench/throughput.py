@@ -40,7 +40,7 @@ from bench.support import (
     create_oauth_authenticator,
     credentials_path,
     prepare_database,
-    write_section,
+    publish,
 )
 from tests.support.oidc import start_oidc_provider
 
@@ -287,7 +287,7 @@ def section(results, notes, options, started, load_average, seconds):
 def database_lines(measured):
     """Render one database's runs and ratio."""
     runs = measured.runs
-    ratios = [c.requests_per_second / b.requests_per_second for c, b in zip(runs[CREDENTIALS], runs[BARE])]
+    ratios = [c.requests_per_second / b.requests_per_second for c, b in zip(runs[CREDENTIALS], runs[BARE], strict=True)]
     lines = [
         "",
         f"### {measured.database}",
@@ -355,7 +355,7 @@ def measure(database, url, provider, folder, options):
 
 
 def main(argv=None):
-    """Run the benchmark, print and record the figures; exit 1 if the ratio is below MIN_RATIO on a database."""
+    """Run the benchmark, print and record the figures; exit 1 if the ratio is below MIN_RATIO on SQLite."""
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per endpoint")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
@@ -385,12 +385,10 @@ def main(argv=None):
     load_after = os.getloadavg()[0]
 
     text, passed = section(results, notes, options, started, (load_before, load_after), time.perf_counter() - clock)
-    print(text)
     for measured in results:
         if measured.found:
             print(f"{measured.database}:\n{measured.found.text}")
-    write_section(options.output, text, SECTION_START, SECTION_END)
-    print(f"Wrote {options.output}.")
+    publish(options.output, text, SECTION_START, SECTION_END)
     return 0 if passed else 1
 
 

@@ -196,7 +196,7 @@ class _CompiledRead:
         if row is None:
             return None
         return tuple(value if process is None or value is None else process(value)
-                     for process, value in zip(self.processors, row))
+                     for process, value in zip(self.processors, row, strict=True))
 
     def _fetch_one(self, params):
         connection = db.engine.raw_connection()
@@ -219,7 +219,7 @@ class _CompiledRead:
     def _processors(self, description):
         return [
             column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
-            for column, described in zip(self.columns, description)
+            for column, described in zip(self.columns, description, strict=True)
         ]
 
 
