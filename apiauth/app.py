@@ -136,6 +136,9 @@ def database_unavailable(error):
 
     if is_api_request():
         response = error_response(ApiError(503, "database_unavailable", DATABASE_UNAVAILABLE))
+    elif request.endpoint == "auth.health":
+        # Monitoring reads JSON: the same shape as the health check's "ok".
+        response = current_app.make_response(({"status": "database_unavailable"}, 503))
     else:
         # Render as nobody: flask-login's template context would look the user up in the database.
         login_manager._update_request_context_with_user()
