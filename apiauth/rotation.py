@@ -17,8 +17,6 @@ from sqlalchemy import Column, Select, delete, func, literal_column, or_, select
 
 from .crypto import KeyRing
 from .extensions import db
-from .service_tokens import TokenActor
-from .services import clear_sealed
 from .models import (
     SECRET_FIELDS,
     TOKEN_SECRETS,
@@ -28,6 +26,7 @@ from .models import (
     secret_context,
     verifier_context,
 )
+from .services import NamedActor, clear_sealed
 
 
 @dataclass(frozen=True)
@@ -131,7 +130,7 @@ def swap(sealed, row, value):
 
 
 # Audit events and Modified By name the command line for what `keys drop --force` clears.
-DROP_ACTOR = TokenActor("keys drop --force (command line)")
+DROP_ACTOR = NamedActor("keys drop --force (command line)")
 
 
 def drop(key_id):

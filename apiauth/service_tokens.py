@@ -6,14 +6,20 @@ characters so that admins can tell tokens apart.
 
 import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import event, exists, func, or_, select, update
 
 from .audit.events import record_event
 from .extensions import db
-from .models import Authenticator, ServiceToken, find, service_token_authenticators, utcnow
+from .models import (
+    Authenticator,
+    ServiceToken,
+    find,
+    service_token_authenticators,
+    utcnow,
+)
+from .services import NamedActor
 
 # Marks our tokens, so that secret scanners and people recognise a leaked one.
 TOKEN_MARK = "apiauth_"
@@ -22,18 +28,9 @@ SHOWN_PREFIX_LENGTH = 16
 LAST_USED_RESOLUTION = timedelta(seconds=10)
 
 
-@dataclass(frozen=True)
-class TokenActor:
-    """A service token changing authenticators, shaped as audit events and Modified By read a user."""
-
-    username: str
-    # Not a user: Modified By keeps the name only.
-    id: None = None
-
-
 def token_actor(token):
     """Return the actor that audit events name for changes made with a token."""
-    return TokenActor(f"{token.name} (service token)")
+    return NamedActor(f"{token.name} (service token)")
 
 
 def hash_token(plain):

@@ -1,11 +1,12 @@
 """Changing authenticators: saving, duplicating, deleting, each recorded as an audit event."""
 
+from dataclasses import dataclass
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from .audit.events import record_event
 from .extensions import db
-from .tokenstore import load_tokens
 from .models import (
     SECRET_FIELDS,
     AuditEvent,
@@ -14,6 +15,7 @@ from .models import (
     TokenState,
     utcnow,
 )
+from .tokenstore import load_tokens
 
 CONFIG_FIELDS = (
     "name", "description", "method", "key", "add_to", "username", "grant_type",
@@ -21,10 +23,20 @@ CONFIG_FIELDS = (
     "code_challenge_method", "audience", "resource", "extra_params", "token_prefix", "conditions",
     "allowed_hosts",
 )
+
 # Changing any of these invalidates the last authentication result.
 CREDENTIAL_FIELDS = set(CONFIG_FIELDS) - {"name", "description", "allowed_hosts"} | set(SECRET_FIELDS)
 # ...and these the stored tokens too: they were issued for other credentials.
 TOKEN_FIELDS = CREDENTIAL_FIELDS - {"conditions", "token_prefix", "key", "add_to"}
+
+
+@dataclass(frozen=True)
+class NamedActor:
+    """Who changes authenticators without a user account (a service token, the command line),
+    shaped as audit events and Modified By read a user: Modified By keeps the name only."""
+
+    username: str
+    id: None = None
 
 
 class EditConflict(Exception):

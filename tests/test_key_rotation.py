@@ -11,15 +11,14 @@ from apiauth.engine.config import TokenSet
 from apiauth.extensions import db
 from apiauth.models import AuditEvent, Authenticator
 from apiauth.rotation import key_usage, rotate, sealed_columns
-from apiauth.service_tokens import TokenActor
-from apiauth.services import update_authenticator
+from apiauth.services import NamedActor, update_authenticator
 from apiauth.tokenstore import load_tokens, store_tokens
 
 from .conftest import TEST_KEY
 
 NEW_KEY = base64.urlsafe_b64encode(b"n" * 32).decode()
 OLD_ID, NEW_ID = KeyRing([TEST_KEY]).primary_id, KeyRing([NEW_KEY]).primary_id
-ADMIN = TokenActor("an admin")
+ADMIN = NamedActor("an admin")
 
 
 def app_with(tmp_path, database_url, keys, **settings):

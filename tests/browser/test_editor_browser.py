@@ -5,18 +5,11 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from .pages import assert_not_reloaded, mark_page
+
 pytestmark = pytest.mark.browser
 
 SECRET_CANARY = "canary-client-secret-7f3a9c"
-
-
-def mark_page(page):
-    """Put a marker on window that only a full page load would wipe."""
-    page.evaluate("window.stillTheSamePage = true")
-
-
-def assert_not_reloaded(page):
-    assert page.evaluate("window.stillTheSamePage === true"), "the page was reloaded"
 
 
 def authenticator_form(page):

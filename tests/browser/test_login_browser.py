@@ -11,6 +11,8 @@ from apiauth.extensions import db
 from apiauth.models import Authenticator, TokenState
 from tests.support.oidc import headless_authorize
 
+from .pages import assert_not_reloaded, mark_page, row_of, status_cell
+
 pytestmark = [pytest.mark.browser, pytest.mark.oidc]
 
 # oidc-provider's dev pages @import a web font from Google; this network may take seconds to refuse it.
@@ -51,31 +53,6 @@ def login_authenticator(make_authenticator, provider):
         )
 
     return make
-
-
-def mark_page(page):
-    """Put a marker on window that only a full page load would wipe, and count refresh events."""
-    page.evaluate(
-        """() => {
-            window.stillTheSamePage = true;
-            window.refreshEvents = 0;
-            document.body.addEventListener("apiauth:refresh", () => { window.refreshEvents += 1; });
-        }"""
-    )
-
-
-def assert_not_reloaded(page):
-    assert page.evaluate("window.stillTheSamePage === true"), "the page was reloaded"
-
-
-def row_of(page, name):
-    """The pane's row of the authenticator with this name."""
-    return page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=name, exact=True))
-
-
-def status_cell(page, authenticator):
-    """The Status cell of an authenticator's row, wherever htmx has swapped it."""
-    return page.locator(f"#status-{authenticator.id}")
 
 
 def sign_in_at_provider(window, login="alice"):

@@ -11,6 +11,7 @@ from apiauth.extensions import db
 
 from ..conftest import PASSWORD
 from .live import new_page, sign_in
+from .pages import assert_not_reloaded, mark_page, row_of, status_cell
 
 pytestmark = pytest.mark.browser
 
@@ -31,25 +32,6 @@ def api(httpserver):
 
     httpserver.expect_request("/v1/me").respond_with_handler(handler)
     return httpserver
-
-
-def mark_page(page):
-    """Put a marker on window that only a full page load would wipe."""
-    page.evaluate("window.stillTheSamePage = true")
-
-
-def assert_not_reloaded(page):
-    assert page.evaluate("window.stillTheSamePage === true"), "the page was reloaded"
-
-
-def row_of(page, name):
-    """The pane's row of the authenticator with this name."""
-    return page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=name, exact=True))
-
-
-def status_cell(page, authenticator):
-    """The Status cell of an authenticator's row, wherever htmx has swapped it."""
-    return page.locator(f"#status-{authenticator.id}")
 
 
 def open_test_panel(page, name):
